@@ -1,0 +1,87 @@
+#pragma once
+// SimHash, signed random projections (Charikar, "Similarity estimation
+// techniques from rounding algorithms", STOC 2002), K bits per table and L
+// tables, as used by MagicPIG (Chen et al. 2024, section 4).
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "lshattn/collision/inclusion.hpp"
+#include "lshattn/core/error.hpp"
+#include "lshattn/core/params.hpp"
+#include "lshattn/hash/exact_sign.hpp"
+#include "lshattn/random/normal.hpp"
+
+namespace lshattn::hash {
+
+/// The Philox stream that SimHash hyperplanes are drawn from ('SIMH').
+inline constexpr std::uint64_t simhash_stream = 0x53494d48u;
+
+/// A SimHash family: L tables of K hyperplanes in R^dim.
+///
+/// Hyperplane t of table l is row l*K + t of a [L*K, dim] float matrix whose
+/// element (r, j) is N(0,1) variate r*dim + j of Philox stream simhash_stream
+/// under the seed (random/normal.hpp): the same seed gives the same matrix on
+/// every compiler, platform and backend. Bit t of table l's code of x is
+/// [x . w_{l,t} > 0] decided exactly (hash/exact_sign.hpp).
+///
+/// Code is the unsigned integer type of one table's code; it must hold K bits.
+template <class Code = std::uint32_t>
+class simhash {
+  static_assert(std::is_unsigned_v<Code> && sizeof(Code) <= 4,
+                "simhash<Code>: Code must be an unsigned integer of at most 32 bits");
+
+ public:
+  using code_type = Code;
+  static constexpr int max_bits = std::numeric_limits<Code>::digits;
+
+  simhash() = default;
+  /// Draws the hyperplanes. Throws lshattn::error naming dim, K or L when out of range.
+  simhash(std::size_t dim, int K, int L, std::uint64_t seed) : dim_(dim), K_(K), L_(L), seed_(seed) {
+    LSHATTN_REQUIRE(dim >= 1 && dim <= max_head_dim, invalid_argument, "dim", "dim = ", dim, " must be in 1..",
+                    max_head_dim);
+    LSHATTN_REQUIRE(K >= 1 && K <= max_bits, invalid_argument, "K", "K = ", K, " must be in 1..", max_bits,
+                    " for this code type");
+    LSHATTN_REQUIRE(L >= 1 && L <= max_tables, invalid_argument, "L", "L = ", L, " must be in 1..", max_tables);
+    planes_.resize(static_cast<std::size_t>(K) * L * dim);
+    random::fill_normal(planes_.data(), planes_.size(), seed, simhash_stream);
+  }
+  simhash(std::size_t dim, const lsh_params& p) : simhash((p.validate(), dim), p.K, p.L, p.seed) {}
+
+  [[nodiscard]] std::size_t dim() const noexcept { return dim_; }
+  [[nodiscard]] int bits() const noexcept { return K_; }
+  [[nodiscard]] int tables() const noexcept { return L_; }
+  [[nodiscard]] std::uint64_t seed() const noexcept { return seed_; }
+  /// Number of distinct codes of one table: 2^K.
+  [[nodiscard]] std::uint64_t buckets() const noexcept { return std::uint64_t{1} << K_; }
+  /// The hyperplanes, [L*K, dim] row-major.
+  [[nodiscard]] const float* hyperplanes() const noexcept { return planes_.data(); }
+  [[nodiscard]] std::size_t memory_bytes() const noexcept { return planes_.size() * sizeof(float); }
+
+  /// Codes of one vector x (dim floats) for every table: codes[l], l < L.
+  void hash(const float* x, Code* codes) const noexcept {
+    const float* w = planes_.data();
+    for (int l = 0; l < L_; ++l) {
+      Code c = 0;
+      for (int t = 0; t < K_; ++t, w += dim_)
+        if (dot_positive(x, w, dim_)) c = static_cast<Code>(c | (Code{1} << t));
+      codes[l] = c;
+    }
+  }
+
+  /// Probability that one table's codes of two vectors at this cosine agree.
+  [[nodiscard]] double table_collision_probability(double cos_theta) const noexcept {
+    return collision::table_collision_probability(collision::bit_collision_probability(cos_theta), K_);
+  }
+
+ private:
+  std::size_t dim_ = 0;
+  int K_ = 0, L_ = 0;
+  std::uint64_t seed_ = 0;
+  std::vector<float> planes_;
+};
+
+}  // namespace lshattn::hash
