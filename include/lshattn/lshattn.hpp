@@ -31,3 +31,4 @@
 #include "lshattn/executor/request.hpp"
 #include "lshattn/executor/reference.hpp"
 #include "lshattn/decode.hpp"
+#include "lshattn/workload/synthetic.hpp"

@@ -9,6 +9,8 @@
 #include <type_traits>
 #include <vector>
 
+#include <Eigen/Core>
+
 #include "lshattn/collision/inclusion.hpp"
 #include "lshattn/core/error.hpp"
 #include "lshattn/core/params.hpp"
@@ -72,6 +74,49 @@ class simhash {
     }
   }
 
+  /// Codes of n vectors at once: x is [n, dim] row-major with row stride ld,
+  /// codes is [n, L] row-major. One fp32 GEMM (Eigen) decides almost every
+  /// bit; a bit whose value lies within the GEMM's rounding bound
+  /// gamma_dim * |x| |w| (Higham eq. 3.5 with Cauchy-Schwarz) is re-decided
+  /// exactly, so the codes equal hash() bit for bit.
+  void hash_batch(const float* x, std::size_t n, std::size_t ld, Code* codes) const {
+    using row_major = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    const std::size_t P = static_cast<std::size_t>(K_) * static_cast<std::size_t>(L_);
+    const Eigen::Map<const row_major> W(planes_.data(), static_cast<Eigen::Index>(P), static_cast<Eigen::Index>(dim_));
+    if (plane_norms_.size() != P) {
+      plane_norms_.resize(P);
+      for (std::size_t r = 0; r < P; ++r) plane_norms_[r] = static_cast<double>(W.row(static_cast<Eigen::Index>(r)).norm());
+    }
+    const double u = 0x1p-24 * static_cast<double>(dim_ + 2);
+    const double gamma = u / (1.0 - u) * 1.0001;  // margin for the norms' own rounding
+    constexpr std::size_t block = 1024;
+    row_major dots;
+    for (std::size_t b0 = 0; b0 < n; b0 += block) {
+      const std::size_t nb = std::min(block, n - b0);
+      const Eigen::Map<const row_major, 0, Eigen::OuterStride<>> X(x + b0 * ld, static_cast<Eigen::Index>(nb),
+                                                                    static_cast<Eigen::Index>(dim_),
+                                                                    Eigen::OuterStride<>(static_cast<Eigen::Index>(ld)));
+      dots.noalias() = X * W.transpose();
+      for (std::size_t i = 0; i < nb; ++i) {
+        const float* xi = x + (b0 + i) * ld;
+        const double xn = static_cast<double>(X.row(static_cast<Eigen::Index>(i)).norm());
+        const float* drow = dots.data() + i * P;
+        Code* out = codes + (b0 + i) * static_cast<std::size_t>(L_);
+        for (int l = 0; l < L_; ++l) {
+          Code c = 0;
+          for (int t = 0; t < K_; ++t) {
+            const std::size_t r = static_cast<std::size_t>(l) * K_ + t;
+            const double v = drow[r];
+            const double bound = gamma * xn * plane_norms_[r] + 0x1p-120;  // absolute slack for underflow
+            const bool bit = std::fabs(v) > bound ? v > 0.0 : dot_positive(xi, planes_.data() + r * dim_, dim_);
+            if (bit) c = static_cast<Code>(c | (Code{1} << t));
+          }
+          out[l] = c;
+        }
+      }
+    }
+  }
+
   /// Probability that one table's codes of two vectors at this cosine agree.
   [[nodiscard]] double table_collision_probability(double cos_theta) const noexcept {
     return collision::table_collision_probability(collision::bit_collision_probability(cos_theta), K_);
@@ -82,6 +127,7 @@ class simhash {
   int K_ = 0, L_ = 0;
   std::uint64_t seed_ = 0;
   std::vector<float> planes_;
+  mutable std::vector<double> plane_norms_;  // filled on first hash_batch
 };
 
 }  // namespace lshattn::hash

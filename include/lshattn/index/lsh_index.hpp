@@ -326,10 +326,16 @@ class lsh_index {
                   std::vector<code_type>& codes) const {
     const std::size_t d = dim(), L = static_cast<std::size_t>(family_.tables());
     codes.resize((end - begin) * L);
-    std::vector<float> x(d);
-    for (std::size_t t = begin; t < end; ++t) {
-      for (std::size_t j = 0; j < d; ++j) x[j] = to_float(keys(t, j)) - mean[j];
-      family_.hash(x.data(), codes.data() + (t - begin) * L);
+    constexpr std::size_t block = 4096;
+    std::vector<float> x(std::min(block, end - begin) * d);
+    for (std::size_t b0 = begin; b0 < end; b0 += block) {
+      const std::size_t nb = std::min(block, end - b0);
+      for (std::size_t i = 0; i < nb; ++i)
+        for (std::size_t j = 0; j < d; ++j) x[i * d + j] = to_float(keys(b0 + i, j)) - mean[j];
+      if constexpr (requires { family_.hash_batch(x.data(), nb, d, codes.data()); })
+        family_.hash_batch(x.data(), nb, d, codes.data() + (b0 - begin) * L);
+      else
+        for (std::size_t i = 0; i < nb; ++i) family_.hash(x.data() + i * d, codes.data() + (b0 - begin + i) * L);
     }
   }
 
