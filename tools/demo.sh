@@ -4,7 +4,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bash "$root/tools/setup-deps.sh"
-build=$root/build/release
+build=$root/build/demo
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DLSHATTN_BUILD_TESTS=OFF -DLSHATTN_BUILD_BENCH=OFF >/dev/null
 cmake --build "$build" -j "$(nproc 2>/dev/null || echo 2)" --target lshattn_demo >/dev/null
 "$build/examples/lshattn_demo" "$@"

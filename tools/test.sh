@@ -7,6 +7,6 @@ bash "$root/tools/setup-deps.sh"
 build=${1:-$root/build/release}
 shift || true
 jobs=$(nproc 2>/dev/null || echo 2)
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DLSHATTN_BUILD_BENCH=OFF "$@"
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DLSHATTN_BUILD_TESTS=ON -DLSHATTN_BUILD_BENCH=OFF "$@"
 cmake --build "$build" -j "$jobs"
 ctest --test-dir "$build" --output-on-failure -j "$jobs"

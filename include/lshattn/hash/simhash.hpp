@@ -50,6 +50,12 @@ class simhash {
     LSHATTN_REQUIRE(L >= 1 && L <= max_tables, invalid_argument, "L", "L = ", L, " must be in 1..", max_tables);
     planes_.resize(static_cast<std::size_t>(K) * L * dim);
     random::fill_normal(planes_.data(), planes_.size(), seed, simhash_stream);
+    plane_norms_.resize(static_cast<std::size_t>(K) * L);
+    for (std::size_t r = 0; r < plane_norms_.size(); ++r) {
+      double s = 0.0;
+      for (std::size_t j = 0; j < dim; ++j) s += static_cast<double>(planes_[r * dim + j]) * planes_[r * dim + j];
+      plane_norms_[r] = std::sqrt(s);
+    }
   }
   simhash(std::size_t dim, const lsh_params& p) : simhash((p.validate(), dim), p.K, p.L, p.seed) {}
 
@@ -83,12 +89,8 @@ class simhash {
     using row_major = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     const std::size_t P = static_cast<std::size_t>(K_) * static_cast<std::size_t>(L_);
     const Eigen::Map<const row_major> W(planes_.data(), static_cast<Eigen::Index>(P), static_cast<Eigen::Index>(dim_));
-    if (plane_norms_.size() != P) {
-      plane_norms_.resize(P);
-      for (std::size_t r = 0; r < P; ++r) plane_norms_[r] = static_cast<double>(W.row(static_cast<Eigen::Index>(r)).norm());
-    }
     const double u = 0x1p-24 * static_cast<double>(dim_ + 2);
-    const double gamma = u / (1.0 - u) * 1.0001;  // margin for the norms' own rounding
+    const double gamma = u / (1.0 - u) * 1.0001;  // margin for the norms' own rounding (~1e-7 relative)
     constexpr std::size_t block = 1024;
     row_major dots;
     for (std::size_t b0 = 0; b0 < n; b0 += block) {
@@ -127,7 +129,7 @@ class simhash {
   int K_ = 0, L_ = 0;
   std::uint64_t seed_ = 0;
   std::vector<float> planes_;
-  mutable std::vector<double> plane_norms_;  // filled on first hash_batch
+  std::vector<double> plane_norms_;  // |w_r|, for hash_batch's rounding bound
 };
 
 }  // namespace lshattn::hash
