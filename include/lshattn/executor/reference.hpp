@@ -16,6 +16,7 @@
 #include "lshattn/core/state.hpp"
 #include "lshattn/estimator/sample.hpp"
 #include "lshattn/executor/request.hpp"
+#include "lshattn/quality/uncertainty.hpp"
 
 namespace lshattn::executor {
 
@@ -40,6 +41,8 @@ struct reference_policy {
     std::vector<double> o_dense(d), o_samp(d);
     retrieval_workspace ws;
     estimator::sample_set set;
+    quality::uncertainty_accumulator unc;
+    std::vector<float> se(d);
     for (std::size_t kh = 0; kh < hk; ++kh) {
       for (std::size_t g = 0; g < group; ++g)
         for (std::size_t j = 0; j < d; ++j) q[g * d + j] = to_float(r.queries(kh * group + g, j));
@@ -57,6 +60,19 @@ struct reference_policy {
         const std::size_t h = kh * group + g;
         for (std::size_t j = 0; j < d; ++j) r.output(h, j) = static_cast<float>(o_dense[j]);
         if (!r.lse.empty()) r.lse[h] = static_cast<float>(lse_in_base(lse_dense, p.base));
+        if (!r.std_error.empty() || !r.ess.empty()) {
+          // Error bars from the sampled terms, given the final o_hat and ln Z_hat.
+          unc.reset(o_dense.data(), d, lse_dense);
+          for (std::size_t j = 0; j < set.ids.size(); ++j) {
+            const double lp = set.log_pi_of(g, j);
+            if (lp == -std::numeric_limits<double>::infinity()) continue;
+            unc.add(estimator::score(qh, r.keys.row(kh, set.ids[j]), d, scale), lp, r.values.row(kh, set.ids[j]));
+          }
+          const double ess = unc.finish(quality::design_of<Est>, e - b, r.std_error.empty() ? nullptr : se.data());
+          if (!r.std_error.empty())
+            for (std::size_t j = 0; j < d; ++j) r.std_error(h, j) = se[j];
+          if (!r.ess.empty()) r.ess[h] = static_cast<float>(ess);
+        }
         if (r.stats) {
           std::size_t in = 0;
           for (std::size_t j = 0; j < set.ids.size(); ++j) in += std::isfinite(set.log_pi_of(g, j)) ? 1 : 0;

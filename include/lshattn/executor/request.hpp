@@ -36,6 +36,12 @@ struct decode_request {
   matrix_view<float> output;
   std::span<float> lse{};
   decode_stats* stats = nullptr;  ///< optional: incremented, never reset
+  /// Optional error bars (empty: not computed). std_error [q_heads, dim]: the
+  /// estimated standard error of each output element; ess [q_heads]: Kish's
+  /// effective sample size of the sampled part. Formulas and caveats:
+  /// lshattn/quality/uncertainty.hpp. Computed by the reference executor.
+  matrix_view<float> std_error{};
+  std::span<float> ess{};
 };
 
 namespace detail {
@@ -66,6 +72,11 @@ void validate_request(const Est& est, const R& r, const decode_params& p) {
   LSHATTN_REQUIRE(r.output.rows == hq && r.output.cols == d, shape_mismatch, "output",
                   "output is ", r.output.rows, " x ", r.output.cols, " but must be ", hq, " x ", d);
   LSHATTN_REQUIRE(r.lse.empty() || r.lse.size() == hq, shape_mismatch, "lse", "lse.size() = ", r.lse.size(),
+                  " must be 0 or queries.rows = ", hq);
+  LSHATTN_REQUIRE(r.std_error.empty() || (r.std_error.rows == hq && r.std_error.cols == d), shape_mismatch,
+                  "std_error", "std_error is ", r.std_error.rows, " x ", r.std_error.cols, " but must be empty or ",
+                  hq, " x ", d);
+  LSHATTN_REQUIRE(r.ess.empty() || r.ess.size() == hq, shape_mismatch, "ess", "ess.size() = ", r.ess.size(),
                   " must be 0 or queries.rows = ", hq);
   for (std::size_t h = 0; h < hq; ++h)
     for (std::size_t j = 0; j < d; ++j)
