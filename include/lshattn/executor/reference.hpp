@@ -119,6 +119,12 @@ struct reference_policy {
       // o currently holds sum_i w_i v_i (relative to mx) plus the carried normalised part.
       for (std::size_t j = 0; j < d; ++j) o[j] /= sum;
       lse = mx + std::log(sum);
+    } else if (std::isnan(sum)) {
+      // A NaN score (non-finite key) fails every comparison above; without
+      // this the state would keep lse = -inf and the merge would silently drop
+      // the whole part. The documented policy is that it reaches the output.
+      std::fill(o.begin(), o.end(), std::numeric_limits<double>::quiet_NaN());
+      lse = std::numeric_limits<double>::quiet_NaN();
     }
   }
 };
