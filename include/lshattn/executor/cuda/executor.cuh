@@ -1,0 +1,379 @@
+#pragma once
+// The CUDA executor: lshattn::decode(lshattn::cuda.on(stream).with(workspace), est, params, batch)
+// with the same requests as lshattn::reference, whose views point to device memory.
+//
+// Supported: estimator::exact (flash-decoding over all tokens) and
+// estimator::lsh (MagicPIG sampling; requests carry a cuda_lsh_index);
+// keys and values of one element type (float, bf16, fp16), queries of any;
+// head_dim 64 or 128; GQA groups of 1, 2, 4 or 8 query heads; K/V rows
+// 16-byte aligned. Anything else throws errc::unsupported.
+//
+// Engine contract: the step runs on the policy's stream, allocates nothing
+// and copies nothing from the host, so it can be captured in a CUDA graph.
+// The caller sizes the workspace with workspace_bytes() and passes one that
+// is zero-filled (cuda_workspace is); every step leaves it zero-filled again.
+// After errc::backend_failure from inside a step, re-zero it (cuda_workspace::clear).
+// Host-side checks are the reference's except that device memory is never
+// read: non-finite queries are not rejected, they propagate to the outputs
+// of their heads. Asking for decode_stats synchronises the stream (not for
+// capture). CUDA errors become lshattn::error(errc::backend_failure) carrying
+// the CUDA error name and string.
+//
+// Step order (LSH): query_hash -> retrieve -> attend -> merge -> [stats] ->
+// retrieve<Clear> -> clear_lists -> one memset of the small scratch.
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <type_traits>
+
+#include "lshattn/core/params.hpp"
+#include "lshattn/estimator/exact.hpp"
+#include "lshattn/estimator/lsh.hpp"
+#include "lshattn/executor/cuda/common.cuh"
+#include "lshattn/executor/cuda/index.cuh"
+#include "lshattn/executor/cuda/kernels.cuh"
+#include "lshattn/executor/request.hpp"
+
+namespace lshattn {
+
+/// A caller-owned device workspace: pointer and size in bytes.
+struct cuda_workspace_view {
+  void* data = nullptr;
+  std::size_t bytes = 0;
+};
+
+/// An owning, zero-filled device workspace (allocated once, at plan time).
+class cuda_workspace {
+ public:
+  cuda_workspace() = default;
+  explicit cuda_workspace(std::size_t bytes) : buf_(bytes) { clear(); }
+  /// Zero-fill again (after a backend failure inside a step).
+  void clear(cudaStream_t stream = nullptr) {
+    if (buf_.size()) LSHATTN_CUDA_CHECK(cudaMemsetAsync(buf_.data(), 0, buf_.size(), stream));
+    LSHATTN_CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
+  [[nodiscard]] cuda_workspace_view view() const noexcept { return {buf_.data(), buf_.size()}; }
+  operator cuda_workspace_view() const noexcept { return view(); }  // NOLINT: a workspace is usable where its view is
+  [[nodiscard]] std::size_t bytes() const noexcept { return buf_.size(); }
+  [[nodiscard]] const unsigned char* data() const noexcept { return buf_.data(); }
+
+ private:
+  cuda_detail::device_buffer<unsigned char> buf_;
+};
+
+namespace cuda_detail {
+
+inline std::size_t align_up(std::size_t x) { return (x + 255) & ~std::size_t{255}; }
+
+/// Byte offsets of the workspace regions for one launch of up to 16 requests.
+/// The small regions come first and are zeroed by one memset at the end of a step.
+struct workspace_layout {
+  std::size_t list_count = 0, stats = 0, qcodes = 0, partials = 0, small_end = 0;
+  std::size_t counters = 0, flags = 0, lists = 0, total = 0;
+  int words = 1;
+
+  workspace_layout(std::size_t batch, std::size_t hq, std::size_t hk, std::size_t d, std::size_t max_tokens, int L,
+                   bool lsh) {
+    const std::size_t b = std::min<std::size_t>(std::max<std::size_t>(batch, 1), max_seqs_per_launch);
+    const std::size_t g = hk ? hq / hk : 1;
+    words = static_cast<int>((g + 3) / 4);
+    std::size_t at = 0;
+    list_count = at;
+    at += align_up(b * hk * 4);
+    stats = at;
+    at += align_up(b * 2 * 8);
+    qcodes = at;
+    at += align_up(lsh ? b * hq * static_cast<std::size_t>(L) * 4 : 0);
+    partials = at;
+    at += align_up(b * hq * max_splits * (d + 1) * 4);
+    small_end = at;
+    counters = at;
+    at += align_up(lsh ? b * hk * words * max_tokens * 8 : 0);
+    flags = at;
+    at += align_up(lsh ? b * hk * max_tokens * 4 : 0);
+    lists = at;
+    at += align_up(lsh ? b * hk * max_tokens * 4 : 0);
+    total = at;
+  }
+};
+
+inline int device_sm_count() {
+  int dev = 0, sms = 0;
+  LSHATTN_CUDA_CHECK(cudaGetDevice(&dev));
+  LSHATTN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  return sms;
+}
+
+inline double log_choose(int n, int k) {
+  if (k < 0 || k > n) return -INFINITY;
+  k = std::min(k, n - k);
+  double s = 0.0;
+  for (int i = 0; i < k; ++i) s += std::log(static_cast<double>(n - i) / static_cast<double>(i + 1));
+  return s;
+}
+
+template <int D, int G, class TQ, class T>
+void launch_attend_merge(const step_args<TQ, T>& a, cudaStream_t stream) {
+  attend_kernel<D, G, TQ, T><<<dim3(a.splits, a.hk, a.nseq), 128, 0, stream>>>(a);
+  LSHATTN_CUDA_LAUNCHED("attend_kernel");
+  merge_kernel<D, TQ, T><<<dim3(a.hq, a.nseq), D, 0, stream>>>(a);
+  LSHATTN_CUDA_LAUNCHED("merge_kernel");
+}
+
+template <int D, class TQ, class T>
+void dispatch_group(const step_args<TQ, T>& a, cudaStream_t stream) {
+  switch (a.group) {
+    case 1: return launch_attend_merge<D, 1>(a, stream);
+    case 2: return launch_attend_merge<D, 2>(a, stream);
+    case 4: return launch_attend_merge<D, 4>(a, stream);
+    default: return launch_attend_merge<D, 8>(a, stream);
+  }
+}
+
+}  // namespace cuda_detail
+
+namespace executor {
+
+/// Execution policy of the CUDA executor: a stream and a workspace (use the value lshattn::cuda).
+struct cuda_policy {
+  cudaStream_t stream = nullptr;
+  cuda_workspace_view workspace{};
+
+  /// The same policy on another stream.
+  [[nodiscard]] cuda_policy on(cudaStream_t s) const noexcept { return {s, workspace}; }
+  /// The same policy with a workspace (sized by workspace_bytes, zero-filled).
+  [[nodiscard]] cuda_policy with(cuda_workspace_view w) const noexcept { return {stream, w}; }
+
+  /// Workspace bytes a step needs for batches of up to `batch` requests with
+  /// these head counts, head_dim, at most max_tokens tokens each, L tables.
+  [[nodiscard]] static std::size_t workspace_bytes_for(std::size_t batch, std::size_t q_heads, std::size_t kv_heads,
+                                                       std::size_t head_dim, std::size_t max_tokens, int L, bool lsh) {
+    return cuda_detail::workspace_layout(batch, q_heads, kv_heads, head_dim, max_tokens, L, lsh).total;
+  }
+
+  /// Workspace bytes this batch needs.
+  template <estimator::sampler Est, element_type TQ, element_type TK, element_type TV, class I>
+  [[nodiscard]] std::size_t workspace_bytes(const Est&, const decode_params&,
+                                            std::span<const decode_request<TQ, TK, TV, I>> batch) const {
+    return layout_of<Est>(batch).total;
+  }
+
+  template <estimator::sampler Est, element_type TQ, element_type TK, element_type TV, class I>
+  void decode(const Est& est, const decode_params& p, std::span<const decode_request<TQ, TK, TV, I>> batch) const {
+    static_assert(std::is_same_v<TK, TV>, "lshattn::cuda: keys and values must share one element type");
+    static_assert(std::is_same_v<Est, estimator::exact> || std::is_same_v<Est, estimator::lsh>,
+                  "lshattn::cuda implements estimator::exact and estimator::lsh");
+    constexpr bool lsh = std::is_same_v<Est, estimator::lsh>;
+    static_assert(!lsh || std::is_same_v<I, cuda_lsh_index>,
+                  "lshattn::cuda with estimator::lsh needs decode_request<TQ, TK, TV, lshattn::cuda_lsh_index>");
+    if (batch.empty()) return;
+    for (const auto& r : batch) validate(est, r, p, batch.front());
+    const auto lay = layout_of<Est>(batch);
+    LSHATTN_REQUIRE(workspace.data != nullptr && workspace.bytes >= lay.total, invalid_argument, "workspace",
+                    "workspace.bytes = ", workspace.bytes, " but this batch needs ", lay.total,
+                    " (size it with workspace_bytes())");
+    auto* ws = static_cast<unsigned char*>(workspace.data);
+    const std::size_t hq = batch.front().queries.rows, hk = batch.front().keys.heads, d = batch.front().queries.cols;
+    const int sms = cuda_detail::device_sm_count();
+    bool want_stats = false;
+    for (const auto& r : batch) want_stats = want_stats || r.stats != nullptr;
+
+    for (std::size_t c0 = 0; c0 < batch.size(); c0 += cuda_detail::max_seqs_per_launch) {
+      const std::size_t nb = std::min<std::size_t>(cuda_detail::max_seqs_per_launch, batch.size() - c0);
+      cuda_detail::step_args<TQ, TK> a{};
+      std::size_t nmax = 0;
+      for (const auto& r : batch) nmax = std::max(nmax, r.keys.tokens);
+      for (std::size_t i = 0; i < nb; ++i) {
+        const auto& r = batch[c0 + i];
+        auto& s = a.seq[i];
+        s.q = r.queries.data;
+        s.q_stride = r.queries.row_stride;
+        s.k = r.keys.data;
+        s.k_head = r.keys.head_stride;
+        s.k_tok = r.keys.token_stride;
+        s.v = r.values.data;
+        s.v_head = r.values.head_stride;
+        s.v_tok = r.values.token_stride;
+        s.out = r.output.data;
+        s.out_stride = r.output.row_stride;
+        s.lse = r.lse.empty() ? nullptr : r.lse.data();
+        s.n = static_cast<std::uint32_t>(r.keys.tokens);
+        if constexpr (lsh) {
+          s.idx = r.index->view();
+          s.dense_a = s.idx.begin;
+          s.dense_b = s.idx.end;
+        } else {
+          s.dense_a = s.n;
+          s.dense_b = s.n;
+        }
+      }
+      a.nseq = static_cast<int>(nb);
+      a.hq = static_cast<int>(hq);
+      a.hk = static_cast<int>(hk);
+      a.group = static_cast<int>(hq / hk);
+      a.d = static_cast<int>(d);
+      a.scale = static_cast<float>(p.effective_scale(d));
+      a.lse_factor = p.base == lse_base::base2 ? static_cast<float>(1.0 / ln2) : 1.0f;
+      a.lsh = lsh;
+      a.nmax = nmax;
+      a.words = lay.words;
+      a.qcodes = reinterpret_cast<std::uint32_t*>(ws + lay.qcodes);
+      a.counters = reinterpret_cast<unsigned long long*>(ws + lay.counters);
+      a.flags = reinterpret_cast<std::uint32_t*>(ws + lay.flags);
+      a.lists = reinterpret_cast<std::uint32_t*>(ws + lay.lists);
+      a.list_count = reinterpret_cast<std::uint32_t*>(ws + lay.list_count);
+      a.stats = reinterpret_cast<unsigned long long*>(ws + lay.stats);
+      a.partials = reinterpret_cast<float*>(ws + lay.partials);
+      const std::size_t pairs = nb * hk;
+      int splits = static_cast<int>((8 * static_cast<std::size_t>(sms) + pairs - 1) / pairs);
+      if constexpr (!lsh) splits = std::min<int>(splits, static_cast<int>((nmax + 255) / 256));
+      a.splits = std::clamp(splits, 1, cuda_detail::max_splits);
+      if constexpr (lsh) {
+        const auto& ix = *batch.front().index;
+        a.K = ix.family().bits();
+        a.L = ix.family().tables();
+        a.B = static_cast<int>(ix.family().buckets());
+        a.m = est.m > 0 ? est.m : ix.threshold();
+        a.log_c_m = cuda_detail::log_choose(a.L, a.m);
+        a.log_c_m1 = cuda_detail::log_choose(a.L, a.m - 1);
+        const int tpb = std::max(1, 64 / a.K);
+        const std::size_t smem = hq * d * 4 + hq * static_cast<std::size_t>(tpb * a.K);
+        cuda_detail::query_hash_kernel<TQ, TK><<<dim3((a.L + tpb - 1) / tpb, a.nseq), 256, smem, stream>>>(a, tpb);
+        LSHATTN_CUDA_LAUNCHED("query_hash_kernel");
+        const dim3 rgrid((a.group * a.L + 7) / 8, a.hk, a.nseq);
+        cuda_detail::retrieve_kernel<false, TQ, TK><<<rgrid, 256, 0, stream>>>(a);
+        LSHATTN_CUDA_LAUNCHED("retrieve_kernel");
+      }
+      if (d == 64) cuda_detail::dispatch_group<64>(a, stream);
+      else cuda_detail::dispatch_group<128>(a, stream);
+      if constexpr (lsh) {
+        if (want_stats) {
+          cuda_detail::list_stats_kernel<TQ, TK><<<dim3(a.hk, a.nseq), 256, 0, stream>>>(a);
+          LSHATTN_CUDA_LAUNCHED("list_stats_kernel");
+          unsigned long long st[2 * cuda_detail::max_seqs_per_launch] = {};
+          LSHATTN_CUDA_CHECK(cudaMemcpyAsync(st, a.stats, nb * 16, cudaMemcpyDeviceToHost, stream));
+          LSHATTN_CUDA_CHECK(cudaStreamSynchronize(stream));
+          for (std::size_t i = 0; i < nb; ++i) {
+            const auto& r = batch[c0 + i];
+            if (!r.stats) continue;
+            const std::size_t b = r.index->begin(), e = r.index->end(), n = r.keys.tokens;
+            r.stats->union_keys += st[2 * i];
+            r.stats->sampled_keys += st[2 * i + 1];
+            r.stats->dense_keys += hq * (b + (n - e));
+            r.stats->sampled_range += hq * (e - b);
+          }
+        }
+        const dim3 rgrid((a.group * a.L + 7) / 8, a.hk, a.nseq);
+        cuda_detail::retrieve_kernel<true, TQ, TK><<<rgrid, 256, 0, stream>>>(a);
+        LSHATTN_CUDA_LAUNCHED("retrieve_kernel<clear>");
+        cuda_detail::clear_lists_kernel<TQ, TK><<<dim3(a.hk, a.nseq), 256, 0, stream>>>(a);
+        LSHATTN_CUDA_LAUNCHED("clear_lists_kernel");
+      } else {
+        for (std::size_t i = 0; i < nb; ++i) {
+          const auto& r = batch[c0 + i];
+          if (!r.stats) continue;
+          const auto [b, e] = detail::sampled_range<Est>(r, p);
+          const std::size_t n = r.keys.tokens;
+          r.stats->dense_keys += hq * (b + (n - e));
+          r.stats->sampled_keys += hq * (e - b);
+          r.stats->union_keys += hk * (e - b);
+          r.stats->sampled_range += hq * (e - b);
+        }
+      }
+      LSHATTN_CUDA_CHECK(cudaMemsetAsync(ws, 0, lay.small_end, stream));
+    }
+  }
+
+ private:
+  template <class Est, class R>
+  static cuda_detail::workspace_layout layout_of(std::span<const R> batch) {
+    std::size_t nmax = 0;
+    for (const auto& r : batch) nmax = std::max(nmax, r.keys.tokens);
+    int L = 0;
+    if constexpr (std::is_same_v<Est, estimator::lsh>)
+      if (!batch.empty() && batch.front().index) L = batch.front().index->family().tables();
+    const auto& f = batch.front();
+    return cuda_detail::workspace_layout(batch.size(), f.queries.rows, f.keys.heads, f.queries.cols, nmax, L,
+                                         std::is_same_v<Est, estimator::lsh>);
+  }
+
+  // The reference's checks (executor/request.hpp) minus reading device
+  // memory, plus what this backend supports.
+  template <class Est, class R>
+  static void validate(const Est& est, const R& r, const decode_params& p, const R& first) {
+    est.validate();
+    p.validate();
+    detail::check_view(r.queries, "queries");
+    detail::check_view(r.keys, "keys");
+    detail::check_view(r.values, "values");
+    detail::check_view(r.output, "output");
+    const std::size_t hq = r.queries.rows, hk = r.keys.heads, d = r.queries.cols;
+    LSHATTN_REQUIRE(hq >= 1, shape_mismatch, "queries.rows", "queries.rows = ", hq, "; need at least one query head");
+    LSHATTN_REQUIRE(d >= 1 && d <= max_head_dim, invalid_argument, "queries.cols", "head_dim = ", d, " must be in 1..",
+                    max_head_dim);
+    LSHATTN_REQUIRE(hk >= 1 && hq % hk == 0, shape_mismatch, "keys.heads", "keys.heads = ", hk,
+                    " must divide queries.rows = ", hq, " (GQA)");
+    LSHATTN_REQUIRE(r.values.heads == hk, shape_mismatch, "values.heads", "values.heads = ", r.values.heads,
+                    " but keys.heads = ", hk);
+    LSHATTN_REQUIRE(r.keys.dim == d, shape_mismatch, "keys.dim", "keys.dim = ", r.keys.dim, " but queries.cols = ", d);
+    LSHATTN_REQUIRE(r.values.dim == d, shape_mismatch, "values.dim", "values.dim = ", r.values.dim,
+                    " but queries.cols = ", d);
+    LSHATTN_REQUIRE(r.keys.tokens >= 1, invalid_state, "keys.tokens", "the KV cache is empty (keys.tokens = 0)");
+    LSHATTN_REQUIRE(r.values.tokens == r.keys.tokens, shape_mismatch, "values.tokens", "values.tokens = ",
+                    r.values.tokens, " but keys.tokens = ", r.keys.tokens);
+    LSHATTN_REQUIRE(r.keys.tokens <= 0xffffffffu, invalid_argument, "keys.tokens", "keys.tokens = ", r.keys.tokens,
+                    " exceeds 2^32 - 1");
+    LSHATTN_REQUIRE(r.output.rows == hq && r.output.cols == d, shape_mismatch, "output", "output is ", r.output.rows,
+                    " x ", r.output.cols, " but must be ", hq, " x ", d);
+    LSHATTN_REQUIRE(r.lse.empty() || r.lse.size() == hq, shape_mismatch, "lse", "lse.size() = ", r.lse.size(),
+                    " must be 0 or queries.rows = ", hq);
+    // Backend limits.
+    LSHATTN_REQUIRE(d == 64 || d == 128, unsupported, "queries.cols", "head_dim = ", d,
+                    "; the CUDA executor supports 64 and 128");
+    const std::size_t g = hq / hk;
+    LSHATTN_REQUIRE(g == 1 || g == 2 || g == 4 || g == 8, unsupported, "queries.rows", "GQA group = ", g,
+                    "; the CUDA executor supports 1, 2, 4 and 8");
+    LSHATTN_REQUIRE(hq == first.queries.rows && hk == first.keys.heads && d == first.queries.cols, unsupported, "batch",
+                    "every request of a CUDA batch must share head counts and head_dim");
+    using TK = std::remove_const_t<std::remove_pointer_t<decltype(r.keys.data)>>;
+    constexpr std::size_t vec = 16 / sizeof(TK);
+    const auto aligned = [&](const void* ptr, std::size_t hs, std::size_t ts) {
+      return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0 && hs % vec == 0 && ts % vec == 0;
+    };
+    LSHATTN_REQUIRE(aligned(r.keys.data, r.keys.head_stride, r.keys.token_stride), unsupported, "keys",
+                    "key rows must start on 16-byte boundaries (pointer and strides)");
+    LSHATTN_REQUIRE(aligned(r.values.data, r.values.head_stride, r.values.token_stride), unsupported, "values",
+                    "value rows must start on 16-byte boundaries (pointer and strides)");
+    if constexpr (std::is_same_v<Est, estimator::lsh>) {
+      LSHATTN_REQUIRE(r.index != nullptr, invalid_argument, "index", "this estimator needs an index (index is null)");
+      LSHATTN_REQUIRE(r.index->built(), invalid_state, "index", "the index has not been built");
+      LSHATTN_REQUIRE(r.index->kv_heads() == hk, shape_mismatch, "index", "index.kv_heads() = ", r.index->kv_heads(),
+                      " but keys.heads = ", hk);
+      LSHATTN_REQUIRE(r.index->dim() == d, shape_mismatch, "index", "index.dim() = ", r.index->dim(),
+                      " but head_dim = ", d);
+      LSHATTN_REQUIRE(r.index->end() <= r.keys.tokens, shape_mismatch, "index", "the index covers tokens up to ",
+                      r.index->end(), " but the cache holds ", r.keys.tokens);
+      const int L = r.index->family().tables();
+      const int m = est.m > 0 ? est.m : r.index->threshold();
+      LSHATTN_REQUIRE(m >= 1 && m <= L, invalid_argument, "m", "m = ", m, " must be in 1..L (L = ", L, ")");
+      const auto& f0 = first.index->family();
+      LSHATTN_REQUIRE(r.index->family().bits() == f0.bits() && L == f0.tables() &&
+                          r.index->threshold() == first.index->threshold(),
+                      unsupported, "index", "every request of a CUDA batch must use the same K, L and m");
+      LSHATTN_REQUIRE(hq * d * 4 + hq * 64 <= 48 * 1024, unsupported, "queries.rows", "q_heads = ", hq,
+                      " is too many for the query-hashing kernel's shared memory");
+    }
+  }
+};
+
+}  // namespace executor
+
+/// The CUDA executor: lshattn::decode(lshattn::cuda.on(stream).with(workspace), ...).
+inline constexpr executor::cuda_policy cuda{};
+
+}  // namespace lshattn

@@ -1,0 +1,384 @@
+// The CUDA executor against the float64 reference executor, on fresh random
+// inputs with NaN-poisoned outputs. Without a CUDA device the program exits 77
+// (CTest: skipped).
+#include "lshattn/cuda.cuh"
+
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <vector>
+
+#if __has_include("conformance.hpp")
+#include "conformance.hpp"
+#define LSHATTN_HAVE_CONFORMANCE 1
+#endif
+
+using namespace lshattn;
+
+namespace {
+
+template <class T>
+struct dev {
+  cuda_detail::device_buffer<T> buf;
+  dev() = default;
+  explicit dev(const std::vector<T>& h) : buf(h.size()) {
+    LSHATTN_CUDA_CHECK(cudaMemcpy(buf.data(), h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  explicit dev(std::size_t n) : buf(n) {}
+  T* data() const { return buf.data(); }
+  std::vector<T> host() const {
+    std::vector<T> h(buf.size());
+    LSHATTN_CUDA_CHECK(cudaDeviceSynchronize());
+    LSHATTN_CUDA_CHECK(cudaMemcpy(h.data(), buf.data(), h.size() * sizeof(T), cudaMemcpyDeviceToHost));
+    return h;
+  }
+  void poison() { LSHATTN_CUDA_CHECK(cudaMemset(buf.data(), 0xff, buf.size() * sizeof(T))); }  // 0xffffffff is a NaN
+};
+
+template <class T>
+std::vector<T> cast(const std::vector<float>& v) {
+  std::vector<T> r(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) r[i] = from_float<T>(v[i]);
+  return r;
+}
+
+// The method.md anchor shape of data, small and fresh per seed: keys N(0, I)
+// plus 2 x a shared offset, values N(0, I), each query N(0, I) plus half its
+// norm along one random key of its KV head.
+struct seq_data {
+  std::size_t n;
+  std::vector<float> k, v, q;  // [hk][n][d], [hk][n][d], [hq][d]
+};
+seq_data make_seq(std::size_t n, std::size_t hq, std::size_t hk, std::size_t d, std::uint64_t seed) {
+  random::philox_engine r(seed, 77);
+  const auto normal = [&] {
+    const double u1 = r.uniform() + 0x1p-53, u2 = r.uniform();
+    return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+  };
+  seq_data s{n, std::vector<float>(hk * n * d), std::vector<float>(hk * n * d), std::vector<float>(hq * d)};
+  std::vector<double> off(d);
+  for (auto& x : off) x = 2.0 * normal();
+  for (std::size_t i = 0; i < s.k.size(); ++i) s.k[i] = static_cast<float>(normal() + off[i % d]);
+  for (auto& x : s.v) x = static_cast<float>(normal());
+  const std::size_t g = hq / hk;
+  for (std::size_t h = 0; h < hq; ++h) {
+    const float* key = s.k.data() + ((h / g) * n + r.below(n)) * d;
+    double qn = 0, kn = 0;
+    for (std::size_t j = 0; j < d; ++j) {
+      s.q[h * d + j] = static_cast<float>(normal());
+      qn += double(s.q[h * d + j]) * s.q[h * d + j];
+      kn += double(key[j]) * key[j];
+    }
+    const double a = 0.5 * std::sqrt(qn / kn);
+    for (std::size_t j = 0; j < d; ++j) s.q[h * d + j] = static_cast<float>(s.q[h * d + j] + a * key[j]);
+  }
+  return s;
+}
+
+// Tolerance. Scores are fp32 dot products: |error| <= gamma_d sum|q_j k_j| * scale
+// (Higham eq. 3.5), about 128 * 6e-8 * 60 = 5e-4 for these vectors at worst;
+// the weights exp(s - ln u) inherit that relative error (ln u comes from an fp32
+// cosine: ~1e-5), and a normalised weighted mean of values errs by at most
+// twice the largest weight error: ~1e-3. So the output's relative Frobenius
+// error must stay below 2e-3 and the LSE's absolute error below 2e-3.
+constexpr double out_tol = 2e-3, lse_tol = 2e-3;
+
+double rel_err(const std::vector<float>& got, const std::vector<float>& want, std::size_t off, std::size_t len) {
+  double num = 0, den = 0;
+  for (std::size_t i = off; i < off + len; ++i) {
+    if (!std::isfinite(got[i])) return std::numeric_limits<double>::infinity();
+    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+    den += double(want[i]) * want[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+template <class TQ, class T>
+struct batch_fixture {
+  std::size_t hq, hk, d;
+  std::vector<seq_data> seqs;
+  std::vector<std::vector<T>> kh, vh;
+  std::vector<std::vector<TQ>> qh;
+  std::vector<dev<T>> kd, vd;
+  std::vector<dev<TQ>> qd;
+  std::vector<dev<float>> od, ld;
+  batch_fixture(std::vector<std::size_t> ns, std::size_t hq_, std::size_t hk_, std::size_t d_, std::uint64_t seed)
+      : hq(hq_), hk(hk_), d(d_) {
+    for (std::size_t i = 0; i < ns.size(); ++i) {
+      seqs.push_back(make_seq(ns[i], hq, hk, d, seed * 131 + i));
+      kh.push_back(cast<T>(seqs.back().k));
+      vh.push_back(cast<T>(seqs.back().v));
+      qh.push_back(cast<TQ>(seqs.back().q));
+      kd.emplace_back(kh.back());
+      vd.emplace_back(vh.back());
+      qd.emplace_back(qh.back());
+      od.emplace_back(hq * d);
+      ld.emplace_back(hq);
+    }
+  }
+  cache_view<const T> hkeys(std::size_t i) const { return {kh[i].data(), hk, seqs[i].n, d}; }
+  cache_view<const T> dkeys(std::size_t i) const { return {kd[i].data(), hk, seqs[i].n, d}; }
+  template <class I>
+  decode_request<TQ, T, T, I> host_req(std::size_t i, const I* idx, std::vector<float>& o, std::vector<float>& l,
+                                       decode_stats* st) const {
+    return {matrix_view<const TQ>(qh[i].data(), hq, d), hkeys(i), cache_view<const T>(vh[i].data(), hk, seqs[i].n, d),
+            idx, matrix_view<float>(o.data(), hq, d), std::span<float>(l), st};
+  }
+  template <class I>
+  decode_request<TQ, T, T, I> dev_req(std::size_t i, const I* idx, decode_stats* st) const {
+    return {matrix_view<const TQ>(qd[i].data(), hq, d), dkeys(i), cache_view<const T>(vd[i].data(), hk, seqs[i].n, d),
+            idx, matrix_view<float>(od[i].data(), hq, d), std::span<float>(ld[i].data(), hq), st};
+  }
+};
+
+template <class TQ, class T, class Est, class HI, class DI>
+void compare(batch_fixture<TQ, T>& f, const Est& est, const decode_params& p, const std::vector<const HI*>& hidx,
+             const std::vector<const DI*>& didx, cuda_workspace& ws, cudaStream_t stream = nullptr) {
+  const std::size_t nb = f.seqs.size();
+  std::vector<std::vector<float>> ro(nb, std::vector<float>(f.hq * f.d)), rl(nb, std::vector<float>(f.hq));
+  std::vector<decode_stats> rs(nb), gs(nb);
+  std::vector<decode_request<TQ, T, T, HI>> hreq;
+  std::vector<decode_request<TQ, T, T, DI>> dreq;
+  for (std::size_t i = 0; i < nb; ++i) {
+    hreq.push_back(f.host_req(i, hidx[i], ro[i], rl[i], &rs[i]));
+    dreq.push_back(f.dev_req(i, didx[i], &gs[i]));
+    f.od[i].poison();
+    f.ld[i].poison();
+  }
+  decode(reference, est, p, std::span<const decode_request<TQ, T, T, HI>>(hreq));
+  const auto pol = cuda.on(stream).with(ws);
+  REQUIRE(ws.bytes() >= pol.workspace_bytes(est, p, std::span<const decode_request<TQ, T, T, DI>>(dreq)));
+  decode(pol, est, p, std::span<const decode_request<TQ, T, T, DI>>(dreq));
+  LSHATTN_CUDA_CHECK(cudaStreamSynchronize(stream));
+  for (std::size_t i = 0; i < nb; ++i) {
+    INFO("request " << i << " of " << nb << ", tokens " << f.seqs[i].n);
+    const auto o = f.od[i].host(), l = f.ld[i].host();
+    for (std::size_t h = 0; h < f.hq; ++h) {
+      INFO("head " << h);
+      CHECK(rel_err(o, ro[i], h * f.d, f.d) < out_tol);
+      CHECK(std::isfinite(l[h]));
+      CHECK(std::fabs(double(l[h]) - rl[i][h]) < lse_tol);
+    }
+    // The counters pin the sampled sets: same codes, same buckets, same m-of-L rule.
+    CHECK(gs[i].union_keys == rs[i].union_keys);
+    CHECK(gs[i].sampled_keys == rs[i].sampled_keys);
+    CHECK(gs[i].dense_keys == rs[i].dense_keys);
+    CHECK(gs[i].sampled_range == rs[i].sampled_range);
+  }
+  // Every step leaves the workspace zero-filled (the contract that lets the next step skip a clear).
+  std::vector<unsigned char> w(ws.bytes());
+  LSHATTN_CUDA_CHECK(cudaMemcpy(w.data(), ws.data(), w.size(), cudaMemcpyDeviceToHost));
+  std::size_t dirty = 0;
+  for (auto b : w) dirty += b != 0;
+  CHECK(dirty == 0);
+}
+
+}  // namespace
+
+TEST_CASE("cuda index: the mean bit for bit, every code and the buckets equal lsh_index's") {
+  const std::size_t hk = 2, d = 128, n = 3000;
+  const lsh_params lp{10, 24, 2, 0x1234};
+  const auto s = make_seq(n, hk, hk, d, 11);
+  const auto kb = cast<bf16>(s.k);
+  dev<bf16> kd(kb);
+  const cache_view<const bf16> hv(kb.data(), hk, n, d), dv(kd.data(), hk, n, d);
+  lsh_index<> cpu(d, hk, lp);
+  cpu.build(hv, 4, n - 64);
+  cuda_lsh_index gpu(d, hk, lp, n);
+  gpu.build(dv, 4, n - 64);
+  for (std::size_t h = 0; h < hk; ++h) {
+    const auto m = gpu.mean_to_host(h);
+    const auto cm = cpu.mean(h);
+    std::size_t diff = 0;
+    for (std::size_t j = 0; j < d; ++j) diff += m[j] != cm[j];
+    CHECK(diff == 0);
+    // Codes of the centred keys, as the CPU index hashes them.
+    std::vector<std::uint32_t> want((n - 68) * lp.L);
+    std::vector<float> x(d);
+    for (std::size_t t = 4; t < n - 64; ++t) {
+      for (std::size_t j = 0; j < d; ++j) x[j] = static_cast<float>(hv.row(h, t)[j]) - cm[j];
+      cpu.family().hash(x.data(), want.data() + (t - 4) * lp.L);
+    }
+    std::size_t bad = 0;
+    for (int l = 0; l < lp.L; ++l) {
+      const auto c = gpu.codes_to_host(h, l);
+      for (std::size_t i = 0; i < c.size(); ++i) bad += c[i] != want[i * lp.L + l];
+    }
+    CHECK(bad == 0);
+    for (int l : {0, lp.L - 1})
+      for (std::uint32_t c = 0; c < (1u << lp.K); c += 7) {
+        const auto gb = gpu.bucket_to_host(h, l, c);
+        const auto cb = cpu.bucket(h, l, c);
+        CHECK(std::vector<std::uint32_t>(cb.begin(), cb.end()) == gb);
+      }
+  }
+}
+
+#ifdef LSHATTN_HAVE_CONFORMANCE
+TEST_CASE("cuda hashing: the conformance suite's codes check (random and adversarial inputs)") {
+  conformance::check_hash_codes([](const hash::simhash<>& f, const float* x, std::size_t n, std::size_t ld,
+                                   std::uint32_t* codes) {
+    cuda_detail::device_simhash df(f);
+    dev<float> xd(std::vector<float>(x, x + n * ld));
+    dev<std::uint32_t> cd(n * static_cast<std::size_t>(f.tables()));
+    df.hash<float, std::uint32_t>(xd.data(), 1, 0, ld, nullptr, 0, n, cd.data(), 0, 1, f.tables(), 0, nullptr);
+    const auto h = cd.host();
+    std::copy(h.begin(), h.end(), codes);
+  });
+}
+#endif
+
+TEST_CASE("cuda decode, estimator::exact: ragged batches equal the reference") {
+  SUBCASE("bf16, head_dim 128, group 4") {
+    batch_fixture<bf16, bf16> f({2500, 4100, 700}, 8, 2, 128, 21);
+    cuda_workspace ws(cuda.workspace_bytes_for(3, 8, 2, 128, 4100, 0, false));
+    compare(f, estimator::exact{}, decode_params{}, std::vector<const lsh_index<>*>(3, nullptr),
+            std::vector<const lsh_index<>*>(3, nullptr), ws);
+  }
+  SUBCASE("float, head_dim 64, group 2, base-2 LSE") {
+    batch_fixture<float, float> f({1000, 333}, 4, 2, 64, 22);
+    cuda_workspace ws(cuda.workspace_bytes_for(2, 4, 2, 64, 1000, 0, false));
+    decode_params p;
+    p.base = lse_base::base2;
+    compare(f, estimator::exact{}, p, std::vector<const lsh_index<>*>(2, nullptr),
+            std::vector<const lsh_index<>*>(2, nullptr), ws);
+  }
+  SUBCASE("fp16, head_dim 128, group 8, 17 requests (two launches)") {
+    std::vector<std::size_t> ns;
+    for (int i = 0; i < 17; ++i) ns.push_back(100 + 37 * i);
+    batch_fixture<fp16, fp16> f(ns, 8, 1, 128, 23);
+    cuda_workspace ws(cuda.workspace_bytes_for(17, 8, 1, 128, 800, 0, false));
+    compare(f, estimator::exact{}, decode_params{}, std::vector<const lsh_index<>*>(17, nullptr),
+            std::vector<const lsh_index<>*>(17, nullptr), ws);
+  }
+}
+
+TEST_CASE("cuda decode, estimator::lsh: same samples and outputs as the reference, tables grown by appends") {
+  for (const lsh_params lp : {lsh_params{10, 150, 2, 99}, lsh_params{6, 30, 3, 7}, lsh_params{4, 12, 1, 5}}) {
+    INFO("K " << lp.K << " L " << lp.L << " m " << lp.m);
+    const std::size_t hq = 8, hk = 2, d = 128;
+    batch_fixture<bf16, bf16> f({3000, 4500, 1200}, hq, hk, d, 31 + lp.K);
+    const decode_params p;
+    std::vector<lsh_index<>> cpu;
+    std::vector<cuda_lsh_index> gpu;
+    for (std::size_t i = 0; i < 3; ++i) {
+      cpu.emplace_back(d, hk, lp);
+      gpu.emplace_back(d, hk, lp, 64);  // small capacity: appends must grow it
+      gpu.back().set_max_tail(100);     // and merge the tail more than once
+    }
+    cuda_workspace ws(cuda.workspace_bytes_for(3, hq, hk, d, 4500, lp.L, true));
+    // Prefill indexed up to n - 600, then two rounds of decode-time growth:
+    // the first leaves a tail (tail scan), the second forces sorted merges.
+    for (std::size_t round = 0; round < 3; ++round) {
+      std::vector<const lsh_index<>*> hp;
+      std::vector<const cuda_lsh_index*> dp;
+      for (std::size_t i = 0; i < 3; ++i) {
+        const std::size_t n = f.seqs[i].n;
+        const std::size_t upto = round == 0 ? n - 600 : round == 1 ? n - 480 : n - p.window;
+        if (round == 0) {
+          cpu[i].build(f.hkeys(i), p.sink, upto);
+          gpu[i].build(f.dkeys(i), p.sink, upto);
+        } else {
+          cpu[i].append(f.hkeys(i), upto);
+          gpu[i].append(f.dkeys(i), upto);
+        }
+        hp.push_back(&cpu[i]);
+        dp.push_back(&gpu[i]);
+      }
+      INFO("round " << round << " tail " << gpu[0].tail_size());
+      compare(f, estimator::lsh{}, p, hp, dp, ws);
+    }
+  }
+}
+
+TEST_CASE("cuda decode: captured in a CUDA graph and replayed") {
+  const std::size_t hq = 8, hk = 2, d = 128;
+  batch_fixture<bf16, bf16> f({5000, 2000}, hq, hk, d, 41);
+  const lsh_params lp{10, 150, 2, 3};
+  const decode_params p;
+  std::vector<lsh_index<>> cpu;
+  std::vector<cuda_lsh_index> gpu;
+  for (std::size_t i = 0; i < 2; ++i) {
+    cpu.emplace_back(d, hk, lp);
+    gpu.emplace_back(d, hk, lp, f.seqs[i].n);
+    cpu[i].build(f.hkeys(i), p.sink, f.seqs[i].n - p.window);
+    gpu[i].build(f.dkeys(i), p.sink, f.seqs[i].n - p.window);
+  }
+  cuda_workspace ws(cuda.workspace_bytes_for(2, hq, hk, d, 5000, lp.L, true));
+  std::vector<decode_request<bf16, bf16, bf16, cuda_lsh_index>> dreq;
+  for (std::size_t i = 0; i < 2; ++i) dreq.push_back(f.dev_req(i, &gpu[i], nullptr));
+  cudaStream_t s;
+  LSHATTN_CUDA_CHECK(cudaStreamCreate(&s));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  LSHATTN_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  decode(cuda.on(s).with(ws), estimator::lsh{}, p, std::span<const decode_request<bf16, bf16, bf16, cuda_lsh_index>>(dreq));
+  LSHATTN_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+  LSHATTN_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  std::vector<std::vector<float>> ro(2, std::vector<float>(hq * d)), rl(2, std::vector<float>(hq));
+  std::vector<decode_request<bf16, bf16, bf16, lsh_index<>>> hreq;
+  for (std::size_t i = 0; i < 2; ++i) hreq.push_back(f.host_req(i, &cpu[i], ro[i], rl[i], nullptr));
+  decode(reference, estimator::lsh{}, p, std::span<const decode_request<bf16, bf16, bf16, lsh_index<>>>(hreq));
+  for (int rep = 0; rep < 3; ++rep) {
+    for (std::size_t i = 0; i < 2; ++i) {
+      f.od[i].poison();
+      f.ld[i].poison();
+    }
+    LSHATTN_CUDA_CHECK(cudaGraphLaunch(exec, s));
+    LSHATTN_CUDA_CHECK(cudaStreamSynchronize(s));
+    for (std::size_t i = 0; i < 2; ++i) {
+      const auto o = f.od[i].host(), l = f.ld[i].host();
+      for (std::size_t h = 0; h < hq; ++h) {
+        CHECK(rel_err(o, ro[i], h * d, d) < out_tol);
+        CHECK(std::fabs(double(l[h]) - rl[i][h]) < lse_tol);
+      }
+    }
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(s);
+}
+
+TEST_CASE("cuda decode: bad input throws before anything is written; CUDA errors become backend_failure") {
+  const std::size_t hq = 4, hk = 2, d = 128;
+  batch_fixture<bf16, bf16> f({500}, hq, hk, d, 51);
+  const auto req = f.dev_req(0, static_cast<const lsh_index<>*>(nullptr), nullptr);
+  f.od[0].poison();
+  cuda_workspace small(64);
+  try {
+    decode(cuda.with(small), estimator::exact{}, decode_params{}, req);
+    FAIL("no throw");
+  } catch (const lshattn::error& e) {
+    CHECK(e.code() == errc::invalid_argument);
+    CHECK(e.argument() == "workspace");
+  }
+  for (float x : f.od[0].host()) CHECK(std::isnan(x));  // untouched
+  batch_fixture<bf16, bf16> g({300}, 2, 2, 64, 52);
+  auto bad = g.dev_req(0, static_cast<const lsh_index<>*>(nullptr), nullptr);
+  bad.keys.token_stride = 65;  // rows no longer 16-byte aligned
+  bad.keys.tokens = 299;
+  bad.values.tokens = 299;
+  cuda_workspace ws(cuda.workspace_bytes_for(1, 2, 2, 64, 300, 0, false));
+  CHECK_THROWS_AS(decode(cuda.with(ws), estimator::exact{}, decode_params{}, bad), lshattn::error);
+  try {
+    LSHATTN_CUDA_CHECK(cudaErrorInvalidValue);
+    FAIL("no throw");
+  } catch (const lshattn::error& e) {
+    CHECK(e.code() == errc::backend_failure);
+    CHECK(std::string(e.what()).find("cudaErrorInvalidValue") != std::string::npos);
+  }
+  CHECK_THROWS_AS(cuda_lsh_index(d, hk, lsh_params{13, 10, 2}), lshattn::error);  // K above the device limit
+}
+
+int main(int argc, char** argv) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    std::printf("SKIPPED: no CUDA device\n");
+    return 77;
+  }
+  doctest::Context ctx(argc, argv);
+  return ctx.run();
+}
