@@ -1,0 +1,312 @@
+#pragma once
+// The CPU executor's decode step (cpu_policy::decode). Same semantics as the
+// reference executor (executor/reference.hpp): per KV head a sample set from
+// the estimator, then per query head the exact part over [0, begin) U [end,
+// tokens) merged with the Horvitz-Thompson part over the sample, but in fp32
+// SIMD kernels on a thread pool:
+//
+//   A. per (request, KV head): widen the group's queries; draw the sample
+//      (estimator::sample, or for lsh on a cpu_index hash the queries with
+//      the GEMM kernel);
+//   B. lsh on a cpu_index: per (request, KV head, 64K-token block) one
+//      retrieval for the whole group: epoch-stamped counters, union of the
+//      heads' candidates with a per-head membership mask;
+//   C. attention jobs (dense chunks of 4096 tokens, sample chunks of 1024
+//      rows): each key and value row read once for the group, online
+//      softmax in fp32, one partial state per job;
+//   D. per query head: merge the partial states in float64 (core/state.hpp),
+//      write the output and the LSE.
+// Job boundaries do not depend on the thread count, so results do not either.
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "lshattn/core/state.hpp"
+#include "lshattn/estimator/exact.hpp"
+#include "lshattn/estimator/lsh.hpp"
+#include "lshattn/estimator/sample.hpp"
+#include "lshattn/executor/cpu/index.hpp"
+#include "lshattn/executor/cpu/kernels.hpp"
+#include "lshattn/executor/cpu/policy.hpp"
+#include "lshattn/executor/request.hpp"
+
+namespace lshattn::executor {
+
+namespace cpu_detail {
+
+inline constexpr std::size_t dense_chunk = 4096;   // tokens per dense job
+inline constexpr std::size_t sample_chunk = 1024;  // rows per sampled job
+inline constexpr std::size_t max_group = 64;       // heads per attention job (membership masks are 64-bit)
+
+/// One (request, KV head) of a decode step and what phase A produced for it.
+struct unit {
+  std::size_t req = 0, kv = 0, group = 0, dim = 0, begin = 0, end = 0;
+  bool fast = false;                 // lsh on a cpu_index
+  std::vector<float> q;              // [group][dpad]
+  std::vector<float> q_norm;         // [group]
+  std::vector<std::uint32_t> codes;  // fast: [group][L]
+  std::vector<std::uint32_t> ids;    // generic sample: ids
+  std::vector<float> log_pi;         // generic sample: [group][ids]
+  std::size_t union_keys = 0, sampled_keys = 0;
+};
+
+/// One retrieval block of a fast unit and its union.
+struct block_job {
+  std::size_t unit = 0, block = 0;
+  std::vector<std::uint32_t> ids;
+  std::vector<std::uint64_t> member;
+};
+
+/// One attention job; its state lives at state[slot ..].
+struct attend_part {
+  std::size_t unit = 0, head0 = 0, heads = 0;  // query heads [head0, head0 + heads) of the unit's group
+  correction mode = correction::none;
+  std::size_t first = 0, count = 0;  // none: tokens [first, first + count); otherwise entries of a list
+  std::size_t block = 0;             // lsh: which block_job
+  std::size_t slot = 0;
+};
+
+/// Reused across decode calls of one calling thread: no allocation once warm.
+struct decode_workspace {
+  std::vector<unit> units;
+  std::vector<block_job> blocks;
+  std::vector<attend_part> parts;
+  std::vector<float> state;
+  static decode_workspace& local() {
+    thread_local decode_workspace w;
+    return w;
+  }
+};
+
+}  // namespace cpu_detail
+
+template <class Est, element_type TQ, element_type TK, element_type TV, class I>
+void cpu_policy::decode(const Est& est, const decode_params& p,
+                        std::span<const decode_request<TQ, TK, TV, I>> batch) const {
+  using namespace cpu_detail;
+  for (const auto& r : batch) {
+    lshattn::detail::validate_request(est, r, p);
+    LSHATTN_REQUIRE(r.std_error.empty() && r.ess.empty(), unsupported, "std_error",
+                    "error bars (std_error, ess) are computed by the reference executor only");
+  }
+  const kernel_table& k = kernels();  // throws (unsupported) before anything is written
+  constexpr bool exact_est = std::is_same_v<Est, estimator::exact>;
+  constexpr bool lsh_on_cpu_index = std::is_same_v<Est, estimator::lsh> && std::is_same_v<I, cpu_index>;
+  decode_workspace& ws = decode_workspace::local();
+
+  // Units, one per (request, KV head).
+  std::size_t n_units = 0;
+  for (const auto& r : batch) n_units += r.keys.heads;
+  if (ws.units.size() < n_units) ws.units.resize(n_units);
+  {
+    std::size_t u = 0;
+    for (std::size_t ri = 0; ri < batch.size(); ++ri) {
+      const auto& r = batch[ri];
+      const auto [b, e] = lshattn::detail::sampled_range<Est>(r, p);
+      for (std::size_t kh = 0; kh < r.keys.heads; ++kh, ++u) {
+        unit& un = ws.units[u];
+        un.req = ri;
+        un.kv = kh;
+        un.group = r.queries.rows / r.keys.heads;
+        un.dim = r.queries.cols;
+        un.begin = b;
+        un.end = e;
+        un.fast = false;
+        if constexpr (lsh_on_cpu_index)
+          un.fast = un.group <= max_group && (est.m == 0 || est.m == r.index->threshold());
+        un.union_keys = un.sampled_keys = 0;
+      }
+    }
+  }
+
+  // A. Queries and samples.
+  parallel_for(n_units, [&](std::size_t u, std::size_t) {
+    unit& un = ws.units[u];
+    const auto& r = batch[un.req];
+    const std::size_t g = un.group, d = un.dim, dp = padded(d);
+    un.q.assign(g * dp, 0.0f);
+    un.q_norm.resize(g);
+    for (std::size_t h = 0; h < g; ++h) {
+      double n2 = 0.0;
+      for (std::size_t j = 0; j < d; ++j) {
+        const float x = to_float(r.queries(un.kv * g + h, j));
+        un.q[h * dp + j] = x;
+        n2 += static_cast<double>(x) * x;
+      }
+      un.q_norm[h] = static_cast<float>(std::sqrt(n2));
+    }
+    if constexpr (exact_est) {
+      un.union_keys = un.end - un.begin;
+      un.sampled_keys = g * (un.end - un.begin);
+    } else {
+      if constexpr (lsh_on_cpu_index) {
+        if (un.fast) {
+          un.codes.resize(g * static_cast<std::size_t>(r.index->family().tables()));
+          r.index->hash_queries(k, un.q.data(), g, un.codes.data());
+          return;
+        }
+      }
+      thread_local retrieval_workspace rws;
+      thread_local estimator::sample_set set;
+      estimator::sample_context<TK, I> ctx{r.keys.head(un.kv), un.begin, un.end,
+                                           matrix_view<const float>(un.q.data(), g, d, dp), p.effective_scale(d),
+                                           r.index, un.kv, un.req * r.keys.heads + un.kv, &rws};
+      est.sample(ctx, set);
+      const std::size_t n = set.ids.size();
+      un.ids.assign(set.ids.begin(), set.ids.end());
+      un.log_pi.resize(g * n);
+      std::size_t in = 0;
+      for (std::size_t i = 0; i < g * n; ++i) {
+        un.log_pi[i] = static_cast<float>(set.log_pi[i]);
+        in += set.log_pi[i] != -std::numeric_limits<double>::infinity();
+      }
+      un.union_keys = n;
+      un.sampled_keys = in;
+    }
+  });
+
+  // B. Retrieval blocks of the fast units.
+  std::size_t n_blocks = 0;
+  if constexpr (lsh_on_cpu_index) {
+    for (std::size_t u = 0; u < n_units; ++u)
+      if (ws.units[u].fast) n_blocks += batch[ws.units[u].req].index->retrieval_blocks();
+    if (ws.blocks.size() < n_blocks) ws.blocks.resize(n_blocks);
+    std::size_t bj = 0;
+    for (std::size_t u = 0; u < n_units; ++u) {
+      if (!ws.units[u].fast) continue;
+      for (std::size_t b = 0; b < batch[ws.units[u].req].index->retrieval_blocks(); ++b, ++bj) {
+        ws.blocks[bj].unit = u;
+        ws.blocks[bj].block = b;
+      }
+    }
+    parallel_for(n_blocks, [&](std::size_t j, std::size_t) {
+      block_job& bj = ws.blocks[j];
+      const unit& un = ws.units[bj.unit];
+      const auto& idx = *batch[un.req].index;
+      bj.ids.clear();
+      bj.member.clear();
+      idx.retrieve_group(un.kv, bj.block, un.codes.data(), un.group, est.m > 0 ? est.m : idx.threshold(),
+                         cpu_scratch::local(), bj.ids, bj.member);
+    });
+    for (std::size_t j = 0; j < n_blocks; ++j) {
+      unit& un = ws.units[ws.blocks[j].unit];
+      un.union_keys += ws.blocks[j].ids.size();
+      for (std::uint64_t m : ws.blocks[j].member) un.sampled_keys += static_cast<std::size_t>(__builtin_popcountll(m));
+    }
+  }
+
+  // C. Attention jobs.
+  ws.parts.clear();
+  std::size_t slots = 0;
+  for (std::size_t u = 0; u < n_units; ++u) {
+    const unit& un = ws.units[u];
+    const std::size_t n = batch[un.req].keys.tokens, dp = padded(un.dim);
+    for (std::size_t h0 = 0; h0 < un.group; h0 += max_group) {
+      const std::size_t hs = std::min(max_group, un.group - h0);
+      const auto add = [&](correction mode, std::size_t first, std::size_t count, std::size_t block) {
+        for (std::size_t c = 0; c < count; c += mode == correction::none ? dense_chunk : sample_chunk) {
+          const std::size_t len = std::min(count - c, mode == correction::none ? dense_chunk : sample_chunk);
+          ws.parts.push_back({u, h0, hs, mode, first + c, len, block, slots});
+          slots += hs * (dp + 2);
+        }
+      };
+      if (exact_est) {
+        add(correction::none, 0, n, 0);
+        continue;
+      }
+      add(correction::none, 0, un.begin, 0);
+      add(correction::none, un.end, n - un.end, 0);
+      if (un.fast) {
+        for (std::size_t j = 0; j < n_blocks; ++j)
+          if (ws.blocks[j].unit == u) add(correction::lsh, 0, ws.blocks[j].ids.size(), j);
+      } else {
+        add(correction::log_pi, 0, un.ids.size(), 0);
+      }
+    }
+  }
+  if (ws.state.size() < slots) ws.state.resize(slots);
+  parallel_for(ws.parts.size(), [&](std::size_t j, std::size_t) {
+    const attend_part& pt = ws.parts[j];
+    const unit& un = ws.units[pt.unit];
+    const auto& r = batch[un.req];
+    const std::size_t dp = padded(un.dim);
+    float* st = ws.state.data() + pt.slot;
+    attend_job job;
+    job.keys = r.keys.row(un.kv, 0);
+    job.values = r.values.row(un.kv, 0);
+    job.key_stride = r.keys.token_stride;
+    job.value_stride = r.values.token_stride;
+    job.dim = un.dim;
+    job.q = un.q.data() + pt.head0 * dp;
+    job.group = pt.heads;
+    job.scale = static_cast<float>(p.effective_scale(un.dim));
+    job.mode = pt.mode;
+    job.acc = st;
+    job.mx = st + pt.heads * dp;
+    job.sum = job.mx + pt.heads;
+    std::fill(job.acc, job.acc + pt.heads * dp, 0.0f);
+    std::fill(job.mx, job.mx + pt.heads, -std::numeric_limits<float>::infinity());
+    std::fill(job.sum, job.sum + pt.heads, 0.0f);
+    job.count = pt.count;
+    if (pt.mode == correction::none) {
+      job.first = pt.first;
+    } else if (pt.mode == correction::log_pi) {
+      job.ids = un.ids.data() + pt.first;
+      job.log_pi = un.log_pi.data() + pt.head0 * un.ids.size() + pt.first;
+      job.log_pi_stride = un.ids.size();
+    } else {
+      if constexpr (lsh_on_cpu_index) {
+        const block_job& bj = ws.blocks[pt.block];
+        job.ids = bj.ids.data() + pt.first;
+        job.member = bj.member.data() + pt.first;
+        job.centre = r.index->padded_mean(un.kv);
+        job.q_norm = un.q_norm.data() + pt.head0;
+        job.lnu = &r.index->lnu();
+      }
+    }
+    k.attend[static_cast<int>(dtype_of<TK>)][static_cast<int>(dtype_of<TV>)](job);
+  });
+
+  // D. Merge the partial states of each query head, in job order.
+  std::size_t first_part = 0;
+  for (std::size_t u = 0; u < n_units; ++u) {
+    const unit& un = ws.units[u];
+    const auto& r = batch[un.req];
+    const std::size_t d = un.dim, dp = padded(d), n = r.keys.tokens;
+    std::size_t last = first_part;
+    while (last < ws.parts.size() && ws.parts[last].unit == u) ++last;
+    thread_local std::vector<double> o, o2;
+    o.resize(d);
+    o2.resize(d);
+    for (std::size_t h = 0; h < un.group; ++h) {
+      double lse = -std::numeric_limits<double>::infinity();
+      std::fill(o.begin(), o.end(), 0.0);
+      for (std::size_t j = first_part; j < last; ++j) {
+        const attend_part& pt = ws.parts[j];
+        if (h < pt.head0 || h >= pt.head0 + pt.heads) continue;
+        const std::size_t hh = h - pt.head0;
+        const float* st = ws.state.data() + pt.slot;
+        const float mx = st[pt.heads * dp + hh], sum = st[pt.heads * dp + pt.heads + hh];
+        if (!(sum > 0.0f) && !std::isnan(sum)) continue;  // no row of this job included for h
+        const double inv = 1.0 / static_cast<double>(sum);
+        for (std::size_t c = 0; c < d; ++c) o2[c] = static_cast<double>(st[hh * dp + c]) * inv;
+        merge_state(o.data(), lse, o2.data(), static_cast<double>(mx) + std::log(static_cast<double>(sum)), d);
+      }
+      const std::size_t qh = un.kv * un.group + h;
+      for (std::size_t c = 0; c < d; ++c) r.output(qh, c) = static_cast<float>(o[c]);
+      if (!r.lse.empty()) r.lse[qh] = static_cast<float>(lse_in_base(lse, p.base));
+    }
+    if (r.stats) {
+      r.stats->dense_keys += un.group * (un.begin + (n - un.end));
+      r.stats->sampled_range += un.group * (un.end - un.begin);
+      r.stats->sampled_keys += un.sampled_keys;
+      r.stats->union_keys += un.union_keys;
+    }
+    first_part = last;
+  }
+}
+
+}  // namespace lshattn::executor

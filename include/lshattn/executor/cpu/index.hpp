@@ -1,0 +1,602 @@
+#pragma once
+// cpu_index: a compact LSH index for the CPU executor. Same tables, same
+// codes and same retrieval results as lsh_index (MagicPIG, Chen et al. 2024,
+// section 4: L tables of K-bit SimHash codes, keys centred by their mean),
+// in half the memory of 32-bit token ids:
+//
+//   The indexed range [begin, end) is cut into blocks of 65535 tokens. For
+//   each KV head, block and table: the block's token ids as 16-bit offsets
+//   sorted by code (2 B per token per table), and a directory of 2^K 16-bit
+//   bucket starts (bucket c is ids[start[c], start[c+1]), the last bucket
+//   ends at the block's length). At K = 10, L = 150 that is 300 B of ids per
+//   token and KV head, plus 2^K * 2 B * L / 65535 = 4.7 B of directory for
+//   each full block. docs/cpu-index-layout.md has the details.
+//
+// Growth during decode works as in lsh_index: appended tokens go to a tail of
+// codes that queries scan; the tail is merged by rebuilding only the last,
+// partial block. The mean key is frozen at build().
+//
+// Hashing runs through the CPU kernels: an fp32 GEMM against the hyperplanes
+// decides every bit whose value exceeds the GEMM's rounding bound, the rest
+// are decided exactly (hash::dot_positive), so the codes equal
+// simhash::hash() bit for bit and the index holds exactly lsh_index's tables.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <vector>
+
+#include "lshattn/collision/inclusion.hpp"
+#include "lshattn/core/error.hpp"
+#include "lshattn/core/params.hpp"
+#include "lshattn/core/view.hpp"
+#include "lshattn/executor/cpu/kernels.hpp"
+#include "lshattn/executor/cpu/policy.hpp"
+#include "lshattn/hash/exact_sign.hpp"
+#include "lshattn/hash/simhash.hpp"
+#include "lshattn/index/lsh_index.hpp"
+
+namespace lshattn {
+
+namespace executor::cpu_detail {
+
+/// The hyperplanes laid out for the GEMM kernel plus the per-plane rounding
+/// bounds: Wt [dpad][ppad] (zero padded), bound[p] >= gamma_d |w_p| with
+/// gamma_d = d u / (1 - d u), u = 2^-24 (Higham eq. 3.5, Cauchy-Schwarz).
+struct hash_plan {
+  std::size_t dim = 0, dpad = 0, P = 0, ppad = 0;
+  int K = 0, L = 0;
+  std::vector<float> Wt, bound;
+  const float* planes = nullptr;  // [P][dim], the family's
+
+  hash_plan() = default;
+  explicit hash_plan(const hash::simhash<>& f)
+      : dim(f.dim()), dpad(padded(f.dim())), K(f.bits()), L(f.tables()), planes(f.hyperplanes()) {
+    P = static_cast<std::size_t>(K) * static_cast<std::size_t>(L);
+    ppad = (P + 63) / 64 * 64;
+    Wt.assign(dpad * ppad, 0.0f);
+    bound.assign(ppad, 0.0f);
+    const double u = 0x1p-24 * static_cast<double>(dim + 2);
+    const double gamma = u / (1.0 - u) * 1.01;  // margin for the fp32 norms (relative error < 2^-10 after rounding up)
+    for (std::size_t p = 0; p < P; ++p) {
+      double n2 = 0.0;
+      for (std::size_t j = 0; j < dim; ++j) {
+        const float w = planes[p * dim + j];
+        Wt[j * ppad + p] = w;
+        n2 += static_cast<double>(w) * w;
+      }
+      bound[p] = std::nextafter(static_cast<float>(gamma * std::sqrt(n2)), std::numeric_limits<float>::infinity());
+    }
+  }
+
+  /// Codes of n padded fp32 rows X [n][ldx] with norm upper bounds `norms`:
+  /// emit(i, l, code) for every row and table. C is scratch [n][ppad].
+  template <class Emit>
+  void encode(const kernel_table& k, const float* X, std::size_t n, std::size_t ldx, const float* norms, float* C,
+              Emit&& emit) const {
+    k.gemm(X, n, ldx, Wt.data(), dpad, ppad, C, ppad);
+    std::vector<std::uint64_t> bits(ppad / 64), unsure(ppad / 64);
+    const std::uint64_t last_mask = P % 64 ? (std::uint64_t{1} << (P % 64)) - 1 : ~std::uint64_t{0};
+    for (std::size_t i = 0; i < n; ++i) {
+      const float* x = X + i * ldx;
+      if (k.sign_bits(C + i * ppad, bound.data(), norms[i], ppad, bits.data(), unsure.data())) {
+        for (std::size_t w = 0; w < P / 64 + (P % 64 != 0); ++w) {
+          std::uint64_t u = unsure[w] & (w == (P - 1) / 64 ? last_mask : ~std::uint64_t{0});
+          while (u) {
+            const int b = __builtin_ctzll(u);
+            u &= u - 1;
+            const std::size_t p = w * 64 + static_cast<std::size_t>(b);
+            if (hash::dot_positive(x, planes + p * dim, dim)) bits[w] |= std::uint64_t{1} << b;
+            else bits[w] &= ~(std::uint64_t{1} << b);
+          }
+        }
+      }
+      for (int l = 0; l < L; ++l) {
+        const std::size_t o = static_cast<std::size_t>(l) * static_cast<std::size_t>(K);
+        std::uint64_t v = bits[o / 64] >> (o % 64);
+        if (o % 64 + static_cast<std::size_t>(K) > 64) v |= bits[o / 64 + 1] << (64 - o % 64);
+        emit(i, l, static_cast<std::uint32_t>(v & ((std::uint64_t{1} << K) - 1)));
+      }
+    }
+  }
+};
+
+/// Per-thread scratch of hashing and retrieval, reused across calls.
+struct cpu_scratch {
+  std::vector<float> X, C, norms;
+  std::vector<std::uint32_t> cnt, slot;  // block-local: epoch-stamped counts and union slots
+  std::uint32_t epoch = 0, union_epoch = 0;
+  std::vector<std::uint16_t> tail_cnt;
+  static cpu_scratch& local() {
+    thread_local cpu_scratch s;
+    return s;
+  }
+};
+
+}  // namespace executor::cpu_detail
+
+/// The compact index described at the top of this file. Models the index
+/// contract of lsh_index (query/collect/mean/family/threshold), so the lsh
+/// estimator and the reference executor accept it too.
+class cpu_index {
+ public:
+  using family_type = hash::simhash<>;
+  using code_type = std::uint32_t;
+  /// Tokens per block: 16-bit offsets and 16-bit bucket starts.
+  static constexpr std::size_t block_tokens = 65535;
+
+  cpu_index() = default;
+  /// An empty index; K must be at most 16 (16-bit codes in the tail).
+  cpu_index(std::size_t dim, std::size_t kv_heads, const lsh_params& p)
+      : family_((p.validate(), check_k(p.K), dim), p.K, p.L, p.seed), heads_(check_heads(kv_heads)), m_(p.m),
+        plan_(family_) {
+    make_lnu_table();
+  }
+
+  [[nodiscard]] const family_type& family() const noexcept { return family_; }
+  [[nodiscard]] std::size_t kv_heads() const noexcept { return heads_; }
+  [[nodiscard]] std::size_t dim() const noexcept { return family_.dim(); }
+  [[nodiscard]] int threshold() const noexcept { return m_; }
+  [[nodiscard]] std::size_t begin() const noexcept { return begin_; }
+  [[nodiscard]] std::size_t end() const noexcept { return end_; }
+  [[nodiscard]] std::size_t size() const noexcept { return end_ - begin_; }
+  [[nodiscard]] bool built() const noexcept { return built_; }
+  [[nodiscard]] std::size_t tail_size() const noexcept { return end_ - csr_end_; }
+  [[nodiscard]] std::span<const float> mean(std::size_t head) const noexcept {
+    return {means_.data() + head * plan_.dpad, dim()};
+  }
+  /// The mean of a head padded with zeros to a multiple of 16 floats.
+  [[nodiscard]] const float* padded_mean(std::size_t head) const noexcept { return means_.data() + head * plan_.dpad; }
+  [[nodiscard]] const executor::cpu_detail::lnu_table& lnu() const noexcept { return lnu_view_; }
+  void set_merge_policy(std::size_t min_tail, double tail_fraction) {
+    LSHATTN_REQUIRE(tail_fraction >= 0.0 && tail_fraction <= 1.0, invalid_argument, "tail_fraction",
+                    "tail_fraction = ", tail_fraction, " must be in [0, 1]");
+    min_tail_ = min_tail;
+    tail_fraction_ = tail_fraction;
+  }
+
+  /// Index tokens [begin, end) of keys ([kv_heads, tokens, dim]) with the
+  /// given policy's threads and kernels, replacing any previous content.
+  /// Throws on bad shapes, range or non-finite keys and leaves the index unchanged.
+  template <element_type T>
+  void build(const executor::cpu_policy& exec, const cache_view<const T>& keys, std::size_t begin, std::size_t end) {
+    check_keys(keys);
+    LSHATTN_REQUIRE(begin <= end && end <= keys.tokens, invalid_argument, "range", "[begin, end) = [", begin, ", ",
+                    end, ") must lie within the cache's ", keys.tokens, " tokens");
+    LSHATTN_REQUIRE(end <= 0xffffffffu, invalid_argument, "end", "end = ", end, " exceeds 2^32 - 1 token positions");
+    check_finite(keys, begin, end);
+    const auto& k = exec.kernels();
+    std::vector<float> means(heads_ * plan_.dpad, 0.0f);
+    exec.parallel_for(heads_, [&](std::size_t h, std::size_t) { mean_of(keys.head(h), begin, end, &means[h * plan_.dpad]); });
+    std::vector<std::uint16_t> codes;
+    hash_keys(exec, keys, begin, end, means.data(), codes);
+    std::vector<head_tables> tables(heads_);
+    tables_from_codes(exec, codes, end - begin, tables);
+    (void)k;
+    means_ = std::move(means);
+    tables_ = std::move(tables);
+    begin_ = begin;
+    csr_end_ = end_ = end;
+    built_ = true;
+  }
+  /// build() with every hardware thread and the best instruction set.
+  template <element_type T>
+  void build(const cache_view<const T>& keys, std::size_t begin, std::size_t end) {
+    build(executor::cpu_policy{}, keys, begin, end);
+  }
+
+  /// Codes of tokens [begin, end) of every head, centred by means ([heads][dpad]):
+  /// codes[(h * L + l) * (end - begin) + i]. The hashing half of build(), public for benchmarks.
+  template <element_type T>
+  void hash_keys(const executor::cpu_policy& exec, const cache_view<const T>& keys, std::size_t begin,
+                 std::size_t end, const float* means, std::vector<std::uint16_t>& codes) const {
+    const std::size_t n = end - begin, L = static_cast<std::size_t>(family_.tables());
+    codes.resize(heads_ * L * n);
+    constexpr std::size_t chunk = 512;
+    const std::size_t chunks = (n + chunk - 1) / chunk;
+    const auto& k = exec.kernels();
+    exec.parallel_for(heads_ * chunks, [&](std::size_t task, std::size_t) {
+      const std::size_t h = task / chunks, r0 = (task % chunks) * chunk, nr = std::min(chunk, n - r0);
+      auto& s = executor::cpu_detail::cpu_scratch::local();
+      s.X.resize(chunk * plan_.dpad);
+      s.C.resize(chunk * plan_.ppad);
+      s.norms.resize(chunk);
+      const auto kv = keys.head(h);
+      k.centre[static_cast<int>(dtype_of<T>)](kv.row(begin + r0), kv.row_stride, nr, means + h * plan_.dpad, dim(),
+                                              s.X.data(), plan_.dpad, s.norms.data());
+      std::uint16_t* out = codes.data() + h * L * n + r0;
+      plan_.encode(k, s.X.data(), nr, plan_.dpad, s.norms.data(), s.C.data(),
+                   [&](std::size_t i, int l, std::uint32_t c) { out[static_cast<std::size_t>(l) * n + i] = static_cast<std::uint16_t>(c); });
+    });
+  }
+
+  /// Index tokens [end(), new_end) of the grown cache. Throws and leaves the index unchanged on bad input.
+  template <element_type T>
+  void append(const cache_view<const T>& keys, std::size_t new_end, const executor::cpu_policy& exec = {}) {
+    LSHATTN_REQUIRE(built_, invalid_state, "index", "append() before build()");
+    check_keys(keys);
+    LSHATTN_REQUIRE(new_end >= end_ && new_end <= keys.tokens, invalid_argument, "new_end", "new_end = ", new_end,
+                    " must lie in [end() = ", end_, ", keys.tokens = ", keys.tokens, "]");
+    LSHATTN_REQUIRE(new_end <= 0xffffffffu, invalid_argument, "new_end", "new_end = ", new_end,
+                    " exceeds 2^32 - 1 token positions");
+    if (new_end == end_) return;
+    check_finite(keys, end_, new_end);
+    const std::size_t L = static_cast<std::size_t>(family_.tables()), add = new_end - end_, old = tail_size();
+    std::vector<std::uint16_t> codes;
+    hash_keys(exec, keys, end_, new_end, means_.data(), codes);
+    for (std::size_t h = 0; h < heads_; ++h) {
+      std::vector<std::uint16_t> grown(L * (old + add));
+      for (std::size_t l = 0; l < L; ++l) {
+        std::copy_n(tables_[h].tail.data() + l * old, old, grown.data() + l * (old + add));
+        std::copy_n(codes.data() + (h * L + l) * add, add, grown.data() + l * (old + add) + old);
+      }
+      tables_[h].tail = std::move(grown);
+    }
+    end_ = new_end;
+    const std::size_t limit = std::max<std::size_t>(min_tail_, static_cast<std::size_t>(tail_fraction_ * size()));
+    if (tail_size() > std::min<std::size_t>(limit, 32768)) merge_tail(exec);
+  }
+  /// Index newly cached tokens so that all but the last params.window are covered.
+  template <element_type T>
+  void sync(const cache_view<const T>& keys, const decode_params& params, const executor::cpu_policy& exec = {}) {
+    const std::size_t target = keys.tokens > params.window ? keys.tokens - params.window : 0;
+    if (target > end_) append(keys, target, exec);
+  }
+
+  /// Merge the tail into the blocks now: only the last partial block and new blocks are rebuilt.
+  void merge_tail(const executor::cpu_policy& exec = {}) {
+    if (tail_size() == 0) return;
+    const std::size_t L = static_cast<std::size_t>(family_.tables());
+    const std::size_t full = (csr_end_ - begin_) / block_tokens;  // blocks that stay as they are
+    const std::size_t first = begin_ + full * block_tokens, n = end_ - first, tail = tail_size();
+    exec.parallel_for(heads_, [&](std::size_t h, std::size_t) {
+      head_tables& ht = tables_[h];
+      std::vector<std::uint16_t> codes(L * n);
+      if (csr_end_ > first) {  // recover the partial block's codes from its buckets
+        const std::size_t len = csr_end_ - first, B = family_.buckets();
+        for (std::size_t l = 0; l < L; ++l) {
+          const std::uint16_t* ids = ht.ids.data() + ids_offset(full, l, len);
+          const std::uint16_t* dir = ht.dir.data() + dir_offset(full, l);
+          for (std::size_t c = 0; c < B; ++c) {
+            const std::size_t lo = dir[c], hi = c + 1 < B ? dir[c + 1] : len;
+            for (std::size_t i = lo; i < hi; ++i) codes[l * n + ids[i]] = static_cast<std::uint16_t>(c);
+          }
+        }
+      }
+      for (std::size_t l = 0; l < L; ++l)
+        std::copy_n(ht.tail.data() + l * tail, tail, codes.data() + l * n + (csr_end_ - first));
+      ht.ids.resize(full * L * block_tokens);
+      ht.dir.resize(full * L * family_.buckets());
+      append_blocks(codes, n, ht);
+      ht.tail.clear();
+    });
+    csr_end_ = end_;
+  }
+
+  /// Keys of `head` colliding with q in at least m tables, ascending, with
+  /// their counts, into ws.ids / ws.counts: lsh_index's contract.
+  void query(std::size_t head, const float* q, int m, retrieval_workspace& ws) const {
+    LSHATTN_REQUIRE(built_, invalid_state, "index", "query() before build()");
+    LSHATTN_REQUIRE(head < heads_, invalid_argument, "head", "head = ", head, " must be < kv_heads = ", heads_);
+    LSHATTN_REQUIRE(m >= 1 && m <= family_.tables(), invalid_argument, "m", "m = ", m, " must be in 1..L (L = ",
+                    family_.tables(), ")");
+    ws.query_codes.resize(static_cast<std::size_t>(family_.tables()));
+    family_.hash(q, ws.query_codes.data());
+    collect(head, ws.query_codes.data(), m, ws);
+  }
+  /// Retrieval from precomputed query codes.
+  void collect(std::size_t head, const std::uint32_t* codes, int m, retrieval_workspace& ws) const {
+    ws.begin_query(end_);
+    const auto touch = [&](std::uint32_t id) {
+      if (ws.stamp[id] != ws.epoch) {
+        ws.stamp[id] = ws.epoch;
+        ws.count[id] = 1;
+      } else {
+        ++ws.count[id];
+      }
+      if (ws.count[id] == m) ws.ids.push_back(id);
+    };
+    for_each_candidate(head, codes, [&](std::size_t, std::uint32_t token) { touch(token); });
+    std::sort(ws.ids.begin(), ws.ids.end());
+    ws.counts.resize(ws.ids.size());
+    for (std::size_t i = 0; i < ws.ids.size(); ++i) ws.counts[i] = ws.count[ws.ids[i]];
+  }
+
+  /// Number of retrieval blocks: CSR blocks plus one for the tail when it is not empty.
+  [[nodiscard]] std::size_t retrieval_blocks() const noexcept { return csr_blocks() + (tail_size() ? 1 : 0); }
+  /// First token and token count of retrieval block b.
+  [[nodiscard]] std::pair<std::size_t, std::size_t> block_range(std::size_t b) const noexcept {
+    if (b < csr_blocks()) return {begin_ + b * block_tokens, block_len(b)};
+    return {csr_end_, tail_size()};
+  }
+
+  /// The GQA retrieval of the CPU executor within block b: for query head g
+  /// of the group (codes [group][L]), the tokens colliding in >= m tables.
+  /// Appends to s.ids (token positions) and s.member (bit g set when head g
+  /// sampled it) the union over the group, each token once.
+  void retrieve_group(std::size_t head, std::size_t b, const std::uint32_t* codes, std::size_t group, int m,
+                      executor::cpu_detail::cpu_scratch& s, std::vector<std::uint32_t>& out_ids,
+                      std::vector<std::uint64_t>& out_member) const {
+    const std::size_t L = static_cast<std::size_t>(family_.tables());
+    const auto [first, len] = block_range(b);
+    if (s.cnt.size() < block_tokens) {
+      s.cnt.assign(block_tokens, 0);
+      s.slot.assign(block_tokens, 0);
+    }
+    if (++s.union_epoch == 0x10000u) {  // 16-bit union epochs: clear once every 65535 groups
+      std::fill(s.slot.begin(), s.slot.end(), 0u);
+      s.union_epoch = 1;
+    }
+    const std::uint32_t uep = s.union_epoch << 16;
+    const std::size_t base = out_ids.size();
+    const auto add = [&](std::uint32_t local, std::size_t g) {
+      std::uint32_t& sl = s.slot[local];
+      if ((sl & 0xffff0000u) != uep) {
+        sl = uep | static_cast<std::uint32_t>(out_ids.size() - base);
+        out_ids.push_back(static_cast<std::uint32_t>(first + local));
+        out_member.push_back(0);
+      }
+      out_member[base + (sl & 0xffffu)] |= std::uint64_t{1} << g;
+    };
+    const std::uint32_t target = static_cast<std::uint32_t>(m);
+    for (std::size_t g = 0; g < group; ++g) {
+      const std::uint32_t* qc = codes + g * L;
+      if (++s.epoch == (1u << 19)) {  // 19-bit count epochs above 13-bit counts
+        std::fill(s.cnt.begin(), s.cnt.end(), 0u);
+        s.epoch = 1;
+      }
+      const std::uint32_t ep = s.epoch << 13;
+      if (b < csr_blocks()) {
+        const head_tables& ht = tables_[head];
+        const std::size_t B = family_.buckets();
+        for (std::size_t l = 0; l < L; ++l) {
+          const std::uint16_t* ids = ht.ids.data() + ids_offset(b, l, len);
+          const std::uint16_t* dir = ht.dir.data() + dir_offset(b, l);
+          const std::size_t c = qc[l], lo = dir[c], hi = c + 1 < B ? dir[c + 1] : len;
+          for (std::size_t i = lo; i < hi; ++i) {
+            const std::uint32_t id = ids[i];
+            std::uint32_t w = s.cnt[id];
+            w = (w & 0xffffe000u) == ep ? w + 1 : ep + 1;
+            s.cnt[id] = w;
+            if ((w & 0x1fffu) == target) add(id, g);
+          }
+        }
+      } else {
+        const std::uint16_t* tail = tables_[head].tail.data();
+        s.tail_cnt.assign(len, 0);
+        for (std::size_t l = 0; l < L; ++l)
+          for (std::size_t i = 0; i < len; ++i)
+            if (tail[l * len + i] == qc[l] && ++s.tail_cnt[i] == target) add(static_cast<std::uint32_t>(i), g);
+      }
+    }
+  }
+
+  /// Codes of g query rows q ([g][padded(dim)], zero padded) into codes
+  /// [g][L]: the same bits as family().hash(), through the GEMM kernel.
+  void hash_queries(const executor::cpu_detail::kernel_table& k, const float* q, std::size_t g,
+                    std::uint32_t* codes) const {
+    auto& s = executor::cpu_detail::cpu_scratch::local();
+    s.C.resize(std::max(s.C.size(), g * plan_.ppad));
+    s.norms.resize(std::max(s.norms.size(), g));
+    for (std::size_t i = 0; i < g; ++i) {
+      double n2 = 0.0;
+      for (std::size_t j = 0; j < dim(); ++j) n2 += static_cast<double>(q[i * plan_.dpad + j]) * q[i * plan_.dpad + j];
+      s.norms[i] = static_cast<float>(std::sqrt(n2)) * (1.0f + 0x1p-10f);
+    }
+    const std::size_t L = static_cast<std::size_t>(family_.tables());
+    plan_.encode(k, q, g, plan_.dpad, s.norms.data(), s.C.data(),
+                 [&](std::size_t i, int l, std::uint32_t c) { codes[i * L + static_cast<std::size_t>(l)] = c; });
+  }
+
+  /// Bytes held: ids, directories, tails and means (hyperplanes excluded).
+  [[nodiscard]] std::size_t memory_bytes() const noexcept {
+    std::size_t b = means_.size() * sizeof(float);
+    for (const auto& ht : tables_) b += (ht.ids.size() + ht.dir.size() + ht.tail.size()) * sizeof(std::uint16_t);
+    return b;
+  }
+
+ private:
+  struct head_tables {
+    std::vector<std::uint16_t> ids;   // [block][L][block length]
+    std::vector<std::uint16_t> dir;   // [block][L][2^K]
+    std::vector<std::uint16_t> tail;  // [L][tail]
+  };
+
+  static int check_k(int K) {
+    LSHATTN_REQUIRE(K <= 16, invalid_argument, "K", "K = ", K, " must be <= 16 for cpu_index (16-bit codes)");
+    return K;
+  }
+  static std::size_t check_heads(std::size_t kv_heads) {
+    LSHATTN_REQUIRE(kv_heads >= 1, invalid_argument, "kv_heads", "kv_heads = ", kv_heads, " must be >= 1");
+    return kv_heads;
+  }
+  template <class T>
+  void check_keys(const cache_view<const T>& keys) const {
+    detail::check_view(keys, "keys");
+    LSHATTN_REQUIRE(keys.heads == heads_, shape_mismatch, "keys.heads", "keys.heads = ", keys.heads,
+                    " but the index has kv_heads = ", heads_);
+    LSHATTN_REQUIRE(keys.dim == dim(), shape_mismatch, "keys.dim", "keys.dim = ", keys.dim,
+                    " but the index has head_dim = ", dim());
+  }
+  template <class T>
+  void check_finite(const cache_view<const T>& keys, std::size_t begin, std::size_t end) const {
+    for (std::size_t h = 0; h < heads_; ++h)
+      for (std::size_t t = begin; t < end; ++t) {
+        const T* r = keys.row(h, t);
+        for (std::size_t j = 0; j < keys.dim; ++j)
+          LSHATTN_REQUIRE(std::isfinite(to_float(r[j])), non_finite, "keys", "key of head ", h, " at token ", t,
+                          " has element ", j, " = ", to_float(r[j]), "; indexed keys must be finite");
+      }
+  }
+  // lsh_index's mean: float64 sums over chunks of 256 tokens in order, so the
+  // centred keys, and hence the codes, are the same.
+  template <class T>
+  void mean_of(const matrix_view<const T>& keys, std::size_t begin, std::size_t end, float* out) const {
+    const std::size_t d = dim();
+    std::vector<double> total(d, 0.0), chunk(d);
+    for (std::size_t c = begin; c < end; c += 256) {
+      std::fill(chunk.begin(), chunk.end(), 0.0);
+      for (std::size_t t = c; t < std::min(end, c + 256); ++t) {
+        const T* r = keys.row(t);
+        for (std::size_t j = 0; j < d; ++j) chunk[j] += static_cast<double>(to_float(r[j]));
+      }
+      for (std::size_t j = 0; j < d; ++j) total[j] += chunk[j];
+    }
+    const double n = static_cast<double>(std::max<std::size_t>(end - begin, 1));
+    for (std::size_t j = 0; j < d; ++j) out[j] = static_cast<float>(total[j] / n);
+  }
+
+  [[nodiscard]] std::size_t csr_blocks() const noexcept { return (csr_end_ - begin_ + block_tokens - 1) / block_tokens; }
+  [[nodiscard]] std::size_t block_len(std::size_t b) const noexcept {
+    return std::min(block_tokens, csr_end_ - begin_ - b * block_tokens);
+  }
+  [[nodiscard]] std::size_t ids_offset(std::size_t b, std::size_t l, std::size_t len) const noexcept {
+    return b * static_cast<std::size_t>(family_.tables()) * block_tokens + l * len;
+  }
+  [[nodiscard]] std::size_t dir_offset(std::size_t b, std::size_t l) const noexcept {
+    return (b * static_cast<std::size_t>(family_.tables()) + l) * family_.buckets();
+  }
+
+  // Counting sort of each block of codes ([L][n], tokens in order) into ht.
+  void append_blocks(const std::vector<std::uint16_t>& codes, std::size_t n, head_tables& ht) const {
+    const std::size_t L = static_cast<std::size_t>(family_.tables()), B = family_.buckets();
+    std::vector<std::uint32_t> start(B + 1);
+    for (std::size_t t0 = 0; t0 < n; t0 += block_tokens) {
+      const std::size_t len = std::min(block_tokens, n - t0);
+      const std::size_t io = ht.ids.size(), dio = ht.dir.size();
+      ht.ids.resize(io + L * len);
+      ht.dir.resize(dio + L * B);
+      for (std::size_t l = 0; l < L; ++l) {
+        const std::uint16_t* c = codes.data() + l * n + t0;
+        std::fill(start.begin(), start.end(), 0u);
+        for (std::size_t i = 0; i < len; ++i) ++start[c[i] + 1u];
+        for (std::size_t b = 0; b < B; ++b) start[b + 1] += start[b];
+        std::uint16_t* dir = ht.dir.data() + dio + l * B;
+        for (std::size_t b = 0; b < B; ++b) dir[b] = static_cast<std::uint16_t>(start[b]);
+        std::uint16_t* ids = ht.ids.data() + io + l * len;
+        for (std::size_t i = 0; i < len; ++i) ids[start[c[i]]++] = static_cast<std::uint16_t>(i);
+      }
+    }
+  }
+
+  void tables_from_codes(const executor::cpu_policy& exec, const std::vector<std::uint16_t>& codes, std::size_t n,
+                         std::vector<head_tables>& tables) const {
+    const std::size_t L = static_cast<std::size_t>(family_.tables()), B = family_.buckets();
+    const std::size_t blocks = (n + block_tokens - 1) / block_tokens;
+    for (auto& ht : tables) {
+      ht.ids.assign(L * n, 0);
+      ht.dir.assign(blocks * L * B, 0);
+      ht.tail.clear();
+    }
+    // One task per (head, block, table): a counting sort of one block's codes.
+    exec.parallel_for(heads_ * blocks * L, [&](std::size_t task, std::size_t) {
+      const std::size_t h = task / (blocks * L), b = task / L % blocks, l = task % L;
+      const std::size_t t0 = b * block_tokens, len = std::min(block_tokens, n - t0);
+      const std::uint16_t* c = codes.data() + (h * L + l) * n + t0;
+      std::vector<std::uint32_t> start(B + 1, 0);
+      for (std::size_t i = 0; i < len; ++i) ++start[c[i] + 1u];
+      for (std::size_t k = 0; k < B; ++k) start[k + 1] += start[k];
+      std::uint16_t* dir = tables[h].dir.data() + (b * L + l) * B;
+      for (std::size_t k = 0; k < B; ++k) dir[k] = static_cast<std::uint16_t>(start[k]);
+      std::uint16_t* ids = tables[h].ids.data() + b * L * block_tokens + l * len;
+      for (std::size_t i = 0; i < len; ++i) ids[start[c[i]]++] = static_cast<std::uint16_t>(i);
+    });
+  }
+
+  template <class F>
+  void for_each_candidate(std::size_t head, const std::uint32_t* codes, F&& f) const {
+    const std::size_t L = static_cast<std::size_t>(family_.tables()), B = family_.buckets();
+    const head_tables& ht = tables_[head];
+    for (std::size_t l = 0; l < L; ++l) {
+      const std::size_t c = codes[l];
+      for (std::size_t b = 0; b < csr_blocks(); ++b) {
+        const std::size_t len = block_len(b), first = begin_ + b * block_tokens;
+        const std::uint16_t* ids = ht.ids.data() + ids_offset(b, l, len);
+        const std::uint16_t* dir = ht.dir.data() + dir_offset(b, l);
+        const std::size_t lo = dir[c], hi = c + 1 < B ? dir[c + 1] : len;
+        for (std::size_t i = lo; i < hi; ++i) f(l, static_cast<std::uint32_t>(first + ids[i]));
+      }
+      const std::size_t tail = tail_size();
+      for (std::size_t i = 0; i < tail; ++i)
+        if (ht.tail[l * tail + i] == c) f(l, static_cast<std::uint32_t>(csr_end_ + i));
+    }
+  }
+
+  // ln u on a grid of cosines (lnu_table), certified interval by interval:
+  // an interval whose midpoint deviates from the interpolation by more than
+  // 2^-21 (well below the fp32 rounding of a score) is left to the exact formula.
+  void make_lnu_table() {
+    constexpr std::size_t n = 8192;
+    lnu_.assign(2 * n, 0.0f);
+    std::vector<double> f(2 * n + 1);
+    for (std::size_t i = 0; i <= 2 * n; ++i) f[i] = exact_lnu(-1.0 + static_cast<double>(i) / static_cast<double>(n), this);
+    for (std::size_t i = 0; i < n; ++i) {
+      const double a = f[2 * i], b = f[2 * i + 2], mid = f[2 * i + 1];
+      const bool ok = std::isfinite(a) && std::isfinite(b) && std::fabs(0.5 * (a + b) - mid) <= 0x1p-21;
+      lnu_[2 * i] = ok ? static_cast<float>(a) : std::numeric_limits<float>::quiet_NaN();
+      lnu_[2 * i + 1] = ok ? static_cast<float>(b - a) : std::numeric_limits<float>::quiet_NaN();
+    }
+    lnu_view_ = {lnu_.data(), n, &exact_lnu, this};
+  }
+  static double exact_lnu(double c, const void* self) {
+    const auto* idx = static_cast<const cpu_index*>(self);
+    const double u = collision::inclusion_probability(idx->family_.table_collision_probability(c),
+                                                      idx->family_.tables(), idx->m_);
+    return std::log(std::max(u, std::numeric_limits<double>::min()));
+  }
+
+ public:
+  cpu_index(const cpu_index& o) { *this = o; }
+  cpu_index& operator=(const cpu_index& o) {
+    if (this == &o) return *this;
+    family_ = o.family_;
+    heads_ = o.heads_;
+    m_ = o.m_;
+    begin_ = o.begin_, end_ = o.end_, csr_end_ = o.csr_end_;
+    built_ = o.built_;
+    min_tail_ = o.min_tail_;
+    tail_fraction_ = o.tail_fraction_;
+    means_ = o.means_;
+    tables_ = o.tables_;
+    plan_ = executor::cpu_detail::hash_plan(family_);
+    lnu_ = o.lnu_;
+    lnu_view_ = {lnu_.data(), o.lnu_view_.intervals, &exact_lnu, this};
+    return *this;
+  }
+  cpu_index(cpu_index&& o) noexcept { *this = std::move(o); }
+  cpu_index& operator=(cpu_index&& o) noexcept {
+    family_ = std::move(o.family_);
+    heads_ = o.heads_;
+    m_ = o.m_;
+    begin_ = o.begin_, end_ = o.end_, csr_end_ = o.csr_end_;
+    built_ = o.built_;
+    min_tail_ = o.min_tail_;
+    tail_fraction_ = o.tail_fraction_;
+    means_ = std::move(o.means_);
+    tables_ = std::move(o.tables_);
+    plan_ = std::move(o.plan_);
+    plan_.planes = family_.hyperplanes();
+    lnu_ = std::move(o.lnu_);
+    lnu_view_ = {lnu_.data(), o.lnu_view_.intervals, &exact_lnu, this};
+    return *this;
+  }
+
+ private:
+  family_type family_{};
+  std::size_t heads_ = 0;
+  int m_ = 2;
+  std::size_t begin_ = 0, end_ = 0, csr_end_ = 0;
+  bool built_ = false;
+  std::size_t min_tail_ = 256;
+  double tail_fraction_ = 1.0 / 64.0;
+  std::vector<float> means_;  // [heads][dpad]
+  std::vector<head_tables> tables_;
+  executor::cpu_detail::hash_plan plan_;
+  std::vector<float> lnu_;
+  executor::cpu_detail::lnu_table lnu_view_;
+};
+
+}  // namespace lshattn
