@@ -260,7 +260,13 @@ int main(int argc, char** argv) {
       std::printf("| %-26s | %9.1f | %7.2f%% | %9.2e | %10.2e | %8.2e | %9.1f |\n", nm.c_str(), per_head,
                   100.0 * touched, std::sqrt(num / den), worst, dlse, r.ms);
     }
-    std::printf("\ntouched = (sampled + dense keys) / keys per query head; top-k and oracle sampling score every\n"
+    double o2 = 0.0, v2 = 0.0;
+    for (float x : ex.out) o2 += static_cast<double>(x) * x;
+    for (float x : w.values) v2 += static_cast<double>(x) * x;
+    std::printf("\nexact output RMS %.3g against value RMS %.3g: the flatter the attention, the smaller the\n"
+                "exact output and the larger every relative error.\n",
+                std::sqrt(o2 / static_cast<double>(ex.out.size())), std::sqrt(v2 / static_cast<double>(w.values.size())));
+    std::printf("touched = (sampled + dense keys) / keys per query head; top-k and oracle sampling score every\n"
                 "key to choose theirs (not counted). Uniform and oracle sampling are one seeded draw.\n");
     return 0;
   } catch (const lshattn::error& e) {
