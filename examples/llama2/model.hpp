@@ -194,6 +194,8 @@ class model {
   [[nodiscard]] const lshattn::decode_stats& stats() const { return stats_; }
   /// Attention calls (query head x layer x position) so far.
   [[nodiscard]] std::size_t head_calls() const { return head_calls_; }
+  /// Keys that exact attention would have read: sum over calls of the context length.
+  [[nodiscard]] std::size_t keys_available() const { return keys_available_; }
 
   /// Runs token `tok` at position `pos` (positions must be fed 0, 1, 2, ...);
   /// returns the logits [vocab].
@@ -256,6 +258,7 @@ class model {
                                             nullptr, lshattn::matrix_view<float>(att_.data(), nh, hd)};
     r.stats = &stats_;
     head_calls_ += nh;
+    keys_available_ += nh * n;
     const auto& p = a_.params;
     using K = attention_config::kind;
     switch (a_.method) {
@@ -320,7 +323,7 @@ class model {
   std::vector<std::size_t> built_at_;
   std::vector<float> x_, xb_, q_, att_, hb_, hb2_, logits_;
   lshattn::decode_stats stats_{};
-  std::size_t head_calls_ = 0;
+  std::size_t head_calls_ = 0, keys_available_ = 0;
 };
 
 /// Index of the largest logit (ties: the lowest index).
