@@ -7,6 +7,7 @@
 // arguments (n:32768/K:10/L:150...), so --benchmark_filter can select by area
 // ('^decode/'), estimator ('/lsh/'), or size ('n:32768').
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <map>
