@@ -5,6 +5,7 @@
 // Link lshattn::cpu (cmake/parts/cpu.cmake). docs/cpu-index-layout.md
 // describes the index; docs/performance.md the measurements.
 
+#include "lshattn/decode.hpp"
 #include "lshattn/executor/cpu/executor.hpp"
 #include "lshattn/executor/cpu/index.hpp"
 #include "lshattn/executor/cpu/isa.hpp"
