@@ -267,7 +267,7 @@ TEST_CASE("cuda decode, estimator::lsh: same samples and outputs as the referenc
     for (std::size_t i = 0; i < 3; ++i) {
       cpu.emplace_back(d, hk, lp);
       gpu.emplace_back(d, hk, lp, 64);  // small capacity: appends must grow it
-      gpu.back().set_max_tail(100);     // and merge the tail more than once
+      gpu.back().set_max_tail(200);     // round 1 leaves a tail, round 2 merges it
     }
     cuda_workspace ws(cuda.workspace_bytes_for(3, hq, hk, d, 4500, lp.L, true));
     // Prefill indexed up to n - 600, then two rounds of decode-time growth:

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Everything the GPU work needs from one device call (device time is scarce):
+# the GPU tests, the benchmark, the PyTorch baseline, then the tests under
+# compute-sanitizer memcheck and racecheck. Binaries are built elsewhere and
+# carried in .carry/cuda (with libbenchmark and libcudart in .carry/cuda/lib).
+# Logs go to $OUT (or /tmp/lshattn-out).
+set -u
+C=.carry/cuda
+O=${OUT:-/tmp/lshattn-out}
+mkdir -p "$O"
+export LD_LIBRARY_PATH=$PWD/$C/lib:${LD_LIBRARY_PATH:-}
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,clocks.mem,driver_version --format=csv >"$O/gpu.txt" 2>&1
+timeout 60 "$C/lshattn_test_cuda" >"$O/tests.log" 2>&1
+echo "tests rc=$?" | tee -a "$O/tests.log"
+timeout 110 "$C/cuda_decode_bench" >"$O/bench.log" 2>&1
+echo "bench rc=$?" | tee -a "$O/bench.log"
+timeout 50 python3 bench/cuda/torch_sdpa.py >"$O/torch.log" 2>&1
+echo "torch rc=$?" | tee -a "$O/torch.log"
+timeout 60 compute-sanitizer --tool memcheck --error-exitcode 9 "$C/lshattn_test_cuda" >"$O/memcheck.log" 2>&1
+echo "memcheck rc=$?" | tee -a "$O/memcheck.log"
+timeout 60 compute-sanitizer --tool racecheck --error-exitcode 9 "$C/lshattn_test_cuda" -tce="*graph*" >"$O/racecheck.log" 2>&1
+echo "racecheck rc=$?" | tee -a "$O/racecheck.log"
+cat "$O/gpu.txt"; tail -n 25 "$O/tests.log"; grep -A20 "^summary" "$O/bench.log"; grep -E "build|copy" "$O/bench.log" | tail -3
+cat "$O/torch.log"; tail -n 4 "$O/memcheck.log" "$O/racecheck.log"

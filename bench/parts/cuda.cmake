@@ -1,0 +1,10 @@
+# GPU benchmarks (bench/cuda/*.cu), only with -DLSHATTN_ENABLE_CUDA=ON.
+if(NOT LSHATTN_ENABLE_CUDA)
+  return()
+endif()
+file(GLOB LSHATTN_CUDA_BENCH_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/cuda/*.cu)
+foreach(src IN LISTS LSHATTN_CUDA_BENCH_SOURCES)
+  get_filename_component(name ${src} NAME_WE)
+  add_executable(cuda_${name} ${src})
+  target_link_libraries(cuda_${name} PRIVATE lshattn::cuda benchmark::benchmark)
+endforeach()
