@@ -6,8 +6,8 @@
 // computed value differs from the exact one by at most gamma_{d+2} |x| |w|
 // (Higham, Accuracy and Stability of Numerical Algorithms, eq. 3.5, with
 // Cauchy-Schwarz), the same certificate hash_batch() uses. A bit whose value is
-// farther from 0 than that bound has its exact sign; the rest (about
-// (d+2) 2^-24 sqrt(2 d / pi) of them for random directions, ~1e-5) are
+// farther from 0 than that bound has its exact sign; the rest (a fraction of
+// about (d+2) 2^-24 sqrt(2 d / pi) for random directions: 7e-5 at d = 128) are
 // re-decided exactly by cuda_detail::exact_dot_sign_fixed. Queries: one float64
 // dot per hyperplane (products exact, Higham's bound on the sum), same fallback.
 // Centring (x = key - mean, rounded to float) is done exactly as the CPU does.
