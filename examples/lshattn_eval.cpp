@@ -8,7 +8,7 @@
 //
 //   lshattn_eval [--data DIR] [--out DIR] [--sets glove:131072,synthetic:16384]
 //                [--queries Q] [--seeds S] [--threads T]
-//                [--grid 8:20:2,10:150:2,...] [--budgets 0.01,0.02,0.05] [--no-charts]
+//                [--grid 8:20:2,10:150:2,...] [--budgets 0.01,0.02,0.05] [--no-charts] [--append]
 //
 // Data sets:
 //   glove:N      keys = values = the N most frequent GloVe word vectors (fp16,
@@ -53,6 +53,7 @@ struct options {
   int seeds = 2;
   unsigned threads = std::max(1u, std::thread::hardware_concurrency());
   bool charts = true;
+  bool append = false;  ///< add to results.csv / entropy.csv instead of starting them afresh
 };
 
 struct query {
@@ -434,6 +435,7 @@ int main(int argc, char** argv) {
       else if (a == "--grid") o.grid = next();
       else if (a == "--budgets") o.budgets = next();
       else if (a == "--no-charts") o.charts = false;
+      else if (a == "--append") o.append = true;
       else if (a == "--help" || a == "-h") {
         std::puts("usage: lshattn_eval [--data DIR] [--out DIR] [--sets glove:N,synthetic:N] [--queries Q] [--seeds S]\n"
                   "                    [--threads T] [--grid K:L:m,...] [--budgets f1,f2,...] [--no-charts]");
@@ -444,11 +446,14 @@ int main(int argc, char** argv) {
     }
     std::filesystem::create_directories(o.out);
     const std::string results = o.out + "/results.csv", entropies = o.out + "/entropy.csv";
-    std::FILE* rf = std::fopen(results.c_str(), "w");
-    std::FILE* ef = std::fopen(entropies.c_str(), "w");
+    const bool fresh = !o.append || !std::filesystem::exists(results);
+    std::FILE* rf = std::fopen(results.c_str(), fresh ? "w" : "a");
+    std::FILE* ef = std::fopen(entropies.c_str(), fresh ? "w" : "a");
     if (!rf || !ef) throw std::runtime_error("cannot write into " + o.out);
-    std::fprintf(rf, "set,estimator,config,K,L,m,k,units,keys_mean,fraction,err_mean,err_median,err_p95\n");
-    std::fprintf(ef, "set,query,entropy_nats,entropy_over_ln_n,temperature\n");
+    if (fresh) {
+      std::fprintf(rf, "set,estimator,config,K,L,m,k,units,keys_mean,fraction,err_mean,err_median,err_p95\n");
+      std::fprintf(ef, "set,query,entropy_nats,entropy_over_ln_n,temperature\n");
+    }
     std::vector<std::string> names;
     for (const auto& spec : split(o.sets, ',')) {
       const auto f = split(spec, ':');
@@ -467,7 +472,18 @@ int main(int argc, char** argv) {
     }
     std::fclose(rf);
     std::fclose(ef);
-    if (o.charts) write_charts(o, names);
+    if (o.charts) {
+      // Chart every set in results.csv, including those of earlier --append runs.
+      std::ifstream in(results);
+      std::string line;
+      std::getline(in, line);
+      names.clear();
+      while (std::getline(in, line)) {
+        const std::string set = line.substr(0, line.find(','));
+        if (std::find(names.begin(), names.end(), set) == names.end()) names.push_back(set);
+      }
+      write_charts(o, names);
+    }
     std::fprintf(stderr, "wrote %s, %s\n", results.c_str(), entropies.c_str());
     return 0;
   } catch (const std::exception& e) {
