@@ -3,6 +3,7 @@
 // techniques from rounding algorithms", STOC 2002), K bits per table and L
 // tables, as used by MagicPIG (Chen et al. 2024, section 4).
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -101,7 +102,11 @@ class simhash {
       dots.noalias() = X * W.transpose();
       for (std::size_t i = 0; i < nb; ++i) {
         const float* xi = x + (b0 + i) * ld;
-        const double xn = static_cast<double>(X.row(static_cast<Eigen::Index>(i)).norm());
+        // |x| in float64: a float norm underflows for |x| below ~1e-19 while the
+        // products do not, and the bound would fall below the GEMM's error.
+        double xn = 0.0;
+        for (std::size_t j = 0; j < dim_; ++j) xn += static_cast<double>(xi[j]) * static_cast<double>(xi[j]);
+        xn = std::sqrt(xn);
         const float* drow = dots.data() + i * P;
         Code* out = codes + (b0 + i) * static_cast<std::size_t>(L_);
         for (int l = 0; l < L_; ++l) {
@@ -110,7 +115,9 @@ class simhash {
             const std::size_t r = static_cast<std::size_t>(l) * K_ + t;
             const double v = drow[r];
             const double bound = gamma * xn * plane_norms_[r] + 0x1p-120;  // absolute slack for underflow
-            const bool bit = std::fabs(v) > bound ? v > 0.0 : dot_positive(xi, planes_.data() + r * dim_, dim_);
+            // A GEMM that overflowed (|x| near float's range) gives Inf or NaN: decide exactly.
+            const bool bit = std::fabs(v) > bound && std::isfinite(v) ? v > 0.0
+                                                                       : dot_positive(xi, planes_.data() + r * dim_, dim_);
             if (bit) c = static_cast<Code>(c | (Code{1} << t));
           }
           out[l] = c;
