@@ -645,6 +645,14 @@ void check_hash_codes(HashFn&& hash_fn) {
         xi[j0] = static_cast<float>(-rest / w[j0]);
       }
       if (i == 4) std::fill(xi, xi + dim, 0.0f);  // the zero vector: every bit 0
+      // Extreme magnitudes: a float |x| underflows below ~1e-19 and a float GEMM
+      // overflows near 1e38, while the exact sign is unaffected by scaling.
+      static constexpr float scales[] = {1.0f, 1e-24f, 1e-30f, 1e-41f, 1e30f, 1e37f};
+      const float sc = scales[(i / 2) % 6];
+      bool finite = true;
+      for (std::size_t j = 0; j < dim; ++j) finite = finite && std::isfinite(xi[j] * sc);
+      if (finite)
+        for (std::size_t j = 0; j < dim; ++j) xi[j] *= sc;
     }
     std::vector<std::uint32_t> want(n * static_cast<std::size_t>(L)), got(want.size(), 0xdeadbeefu);
     for (std::size_t i = 0; i < n; ++i) f.hash(x.data() + i * ld, want.data() + i * static_cast<std::size_t>(L));
