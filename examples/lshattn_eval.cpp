@@ -9,6 +9,10 @@
 //   lshattn_eval [--data DIR] [--out DIR] [--sets glove:131072,synthetic:16384]
 //                [--queries Q] [--seeds S] [--threads T]
 //                [--grid 8:20:2,10:150:2,...] [--budgets 0.01,0.02,0.05] [--no-charts] [--append]
+//                [--target-error E] [--tune-only]
+//
+// --tune-only prints the tuner's choice for each budget (and for --target-error,
+// verified by simulation on the sample) for each set, and stops.
 //
 // Data sets:
 //   glove:N      keys = values = the N most frequent GloVe word vectors (fp16,
@@ -54,6 +58,8 @@ struct options {
   unsigned threads = std::max(1u, std::thread::hardware_concurrency());
   bool charts = true;
   bool append = false;  ///< add to results.csv / entropy.csv instead of starting them afresh
+  bool tune_only = false;    ///< print the tuner's choices for each set and stop
+  double target_error = 0.0; ///< > 0: also tune for this median relative error (verified by simulation)
 };
 
 struct query {
@@ -306,6 +312,25 @@ std::vector<config> make_configs(const dataset& ds, const options& o) {
                  res.expected_fraction, res.predicted_error, static_cast<double>(res.index_bytes) / 1e6);
     cs.push_back({"tuned@" + b, res.params});
   }
+  if (o.target_error > 0.0) {
+    tuner::tune_request r;
+    r.n = range;
+    r.head_dim = ds.d;
+    r.kv_heads = ds.kv_heads;
+    r.target_error = o.target_error;
+    r.K_max = 16;
+    r.verify_seeds = 2;
+    r.queries = matrix_view<const float>(sq.data(), sq.size() / ds.d, ds.d);
+    r.keys = matrix_view<const float>(sk.data(), ns, ds.d);
+    r.values = matrix_view<const float>(sv.data(), ns, ds.d);
+    r.scale = scales[scales.size() / 2];
+    const auto res = tuner::tune(r);
+    std::fprintf(stderr, "[%s] tuner, median error %.3g: K=%d L=%d m=%d (met: %s), expected fraction %.4f, predicted "
+                 "error %.4f, measured on the sample %.4f, index %.1f MB\n", ds.name.c_str(), o.target_error,
+                 res.params.K, res.params.L, res.params.m, res.met ? "yes" : "no", res.expected_fraction,
+                 res.predicted_error, res.measured_error, static_cast<double>(res.index_bytes) / 1e6);
+    cs.push_back({"tuned-error@" + std::to_string(o.target_error).substr(0, 5), res.params});
+  }
   return cs;
 }
 
@@ -436,13 +461,25 @@ int main(int argc, char** argv) {
       else if (a == "--budgets") o.budgets = next();
       else if (a == "--no-charts") o.charts = false;
       else if (a == "--append") o.append = true;
+      else if (a == "--tune-only") o.tune_only = true;
+      else if (a == "--target-error") o.target_error = std::stod(next());
       else if (a == "--help" || a == "-h") {
         std::puts("usage: lshattn_eval [--data DIR] [--out DIR] [--sets glove:N,synthetic:N] [--queries Q] [--seeds S]\n"
-                  "                    [--threads T] [--grid K:L:m,...] [--budgets f1,f2,...] [--no-charts]");
+                  "                    [--threads T] [--grid K:L:m,...] [--budgets f1,f2,...] [--no-charts] [--append]\n"
+                  "                    [--target-error E] [--tune-only]");
         return 0;
       } else {
         throw std::runtime_error("unknown option " + a + " (try --help)");
       }
+    }
+    if (o.tune_only) {
+      for (const auto& spec : split(o.sets, ',')) {
+        const auto f = split(spec, ':');
+        const std::size_t n = f.size() > 1 ? std::stoul(f[1]) : 16384;
+        const dataset ds = f[0] == "glove" ? make_glove(o, n) : make_synthetic(o, n);
+        make_configs(ds, o);  // prints the tuner's choices
+      }
+      return 0;
     }
     std::filesystem::create_directories(o.out);
     const std::string results = o.out + "/results.csv", entropies = o.out + "/entropy.csv";
