@@ -32,3 +32,5 @@
 #include "lshattn/executor/reference.hpp"
 #include "lshattn/decode.hpp"
 #include "lshattn/workload/synthetic.hpp"
+#include "lshattn/quality/uncertainty.hpp"
+#include "lshattn/tuner/tuner.hpp"
