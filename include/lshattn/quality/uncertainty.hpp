@@ -41,10 +41,10 @@
 // sampled part only, ESS = (sum_S W_i)^2 / sum_S W_i^2 with W_i = w_i / pi_i;
 // 0 when the head sampled nothing. The dense part is exact and is not counted.
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <limits>
-#include <type_traits>
 #include <vector>
 
 #include "lshattn/estimator/uniform.hpp"
