@@ -11,6 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "lshattn/decode.hpp"
+#include "lshattn/estimator/lsh.hpp"
+#include "lshattn/executor/reference.hpp"
 #include "lshattn/random/normal.hpp"
 
 using namespace lshattn;
@@ -149,12 +152,14 @@ TEST_CASE("retrieval equals brute-force collision counting for every m") {
   }
 }
 
-TEST_CASE("append and sync grow the index like brute force over the frozen mean, across tail merges") {
+namespace {
+void check_growth(int K) {
   const std::size_t H = 2, n = 700, d = 8, b = 4;
   const auto keys = make_keys(H, n, d, 3);
   cache_view<const float> kv(keys.data(), H, n, d);
   const int L = 5;
-  lsh_index<> idx(d, H, lsh_params{6, L, 1, 9});
+  INFO("K = " << K);
+  lsh_index<> idx(d, H, lsh_params{K, L, 1, 9});
   idx.set_merge_policy(40, 0.1);
   idx.build(kv.prefix(200), b, 150);
   const std::vector<float> mean0(idx.mean(1).begin(), idx.mean(1).end());
@@ -208,6 +213,73 @@ TEST_CASE("append and sync grow the index like brute force over the frozen mean,
   CHECK(std::vector<std::uint32_t>(got.begin(), got.end()) == want);
   idx.append(kv, n - 64);  // no-op
   CHECK(idx.end() == n - 64);
+}
+}  // namespace
+
+TEST_CASE("append and sync grow the index like brute force over the frozen mean, across tail merges") {
+  check_growth(6);   // dense directory
+  check_growth(20);  // sparse directory
+}
+
+namespace {
+// A second hash family, defined outside the library: SimHash with each code's
+// bits reversed. A bijection of codes leaves every collision, and so the
+// collision law, unchanged; the index and the estimators must take it as is.
+struct reversed_simhash {
+  using code_type = std::uint32_t;
+  hash::simhash<> inner;
+  std::size_t dim() const { return inner.dim(); }
+  int bits() const { return inner.bits(); }
+  int tables() const { return inner.tables(); }
+  std::uint64_t buckets() const { return inner.buckets(); }
+  std::uint64_t seed() const { return inner.seed(); }
+  void hash(const float* x, code_type* codes) const {
+    inner.hash(x, codes);
+    for (int l = 0; l < tables(); ++l) {
+      code_type r = 0;
+      for (int t = 0; t < bits(); ++t) r |= ((codes[l] >> t) & 1u) << (bits() - 1 - t);
+      codes[l] = r;
+    }
+  }
+  double table_collision_probability(double c) const { return inner.table_collision_probability(c); }
+};
+static_assert(hash::family<reversed_simhash>);
+}  // namespace
+
+TEST_CASE("a hash family defined outside the library plugs into the index unchanged") {
+  const std::size_t H = 2, n = 300, d = 8;
+  const auto keys = make_keys(H, n, d, 8);
+  cache_view<const float> kv(keys.data(), H, n, d);
+  lsh_index<> plain(d, H, lsh_params{7, 6, 2, 4});
+  lsh_index<reversed_simhash> rev(reversed_simhash{hash::simhash<>(d, 7, 6, 4)}, H, 2);
+  plain.build(kv, 0, 200);
+  rev.build(kv, 0, 200);
+  rev.append(kv, 260);
+  plain.append(kv, 260);
+  retrieval_workspace a, b;
+  std::vector<float> q(d);
+  for (std::uint64_t s = 0; s < 5; ++s) {
+    random::fill_normal(q.data(), d, 40 + s, 0);
+    for (int m = 1; m <= 6; ++m) {
+      plain.query(s % H, q.data(), m, a);
+      rev.query(s % H, q.data(), m, b);
+      CHECK(a.ids == b.ids);
+      CHECK(a.counts == b.counts);
+    }
+  }
+  // ... and into the LSH estimator and the executor: the same samples, the same u, the same output.
+  std::vector<float> vals(keys.size()), Q(4 * d), o1(4 * d), o2(4 * d), l1(4), l2(4);
+  random::fill_normal(vals.data(), vals.size(), 2, 2);
+  random::fill_normal(Q.data(), Q.size(), 3, 3);
+  cache_view<const float> vv(vals.data(), H, n, d);
+  decode(reference, estimator::lsh{}, decode_params{},
+         decode_request<float, float>{matrix_view<const float>(Q.data(), 4, d), kv, vv, &plain,
+                                      matrix_view<float>(o1.data(), 4, d), l1});
+  decode(reference, estimator::lsh{}, decode_params{},
+         decode_request<float, float, float, lsh_index<reversed_simhash>>{
+             matrix_view<const float>(Q.data(), 4, d), kv, vv, &rev, matrix_view<float>(o2.data(), 4, d), l2});
+  CHECK(o1 == o2);
+  CHECK(l1 == l2);
 }
 
 TEST_CASE("repeated queries need no clear: the epoch separates them") {
