@@ -26,6 +26,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <new>
 #include <span>
 #include <vector>
 
@@ -43,13 +44,27 @@ namespace lshattn {
 
 namespace executor::cpu_detail {
 
+/// 64-byte aligned storage for SIMD-loaded arrays.
+template <class T>
+struct aligned_allocator {
+  using value_type = T;
+  aligned_allocator() = default;
+  template <class U>
+  aligned_allocator(const aligned_allocator<U>&) noexcept {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t{64}); }
+  template <class U>
+  bool operator==(const aligned_allocator<U>&) const noexcept { return true; }
+};
+
 /// The hyperplanes laid out for the GEMM kernel plus the per-plane rounding
-/// bounds: Wt [dpad][ppad] (zero padded), bound[p] >= gamma_d |w_p| with
+/// bounds: Wt in 64-column panels (kernels.hpp, gemm_fn; zero padded), bound[p] >= gamma_d |w_p| with
 /// gamma_d = d u / (1 - d u), u = 2^-24 (Higham eq. 3.5, Cauchy-Schwarz).
 struct hash_plan {
   std::size_t dim = 0, dpad = 0, P = 0, ppad = 0;
   int K = 0, L = 0;
-  std::vector<float> Wt, bound;
+  std::vector<float, aligned_allocator<float>> Wt;
+  std::vector<float> bound;
   const float* planes = nullptr;  // [P][dim], the family's
 
   hash_plan() = default;
@@ -65,7 +80,7 @@ struct hash_plan {
       double n2 = 0.0;
       for (std::size_t j = 0; j < dim; ++j) {
         const float w = planes[p * dim + j];
-        Wt[j * ppad + p] = w;
+        Wt[(p / gemm_panel) * dpad * gemm_panel + j * gemm_panel + p % gemm_panel] = w;
         n2 += static_cast<double>(w) * w;
       }
       bound[p] = std::nextafter(static_cast<float>(gamma * std::sqrt(n2)), std::numeric_limits<float>::infinity());
@@ -173,9 +188,21 @@ class cpu_index {
     exec.parallel_for(heads_, [&](std::size_t h, std::size_t) { mean_of(keys.head(h), begin, end, &means[h * plan_.dpad]); });
     std::vector<std::uint16_t> codes;
     hash_keys(exec, keys, begin, end, means.data(), codes);
+    (void)k;
+    build_from_codes(exec, std::move(means), codes, begin, end);
+  }
+
+  /// The table-building half of build(): install means ([heads][padded(dim)])
+  /// and codes (as hash_keys() returns them) for tokens [begin, end). Public
+  /// for benchmarks; the codes must come from hash_keys() with these means.
+  void build_from_codes(const executor::cpu_policy& exec, std::vector<float> means,
+                        const std::vector<std::uint16_t>& codes, std::size_t begin, std::size_t end) {
+    const std::size_t L = static_cast<std::size_t>(family_.tables());
+    LSHATTN_REQUIRE(means.size() == heads_ * plan_.dpad && codes.size() == heads_ * L * (end - begin),
+                    shape_mismatch, "codes", "codes.size() = ", codes.size(), " but ", heads_ * L * (end - begin),
+                    " are needed");
     std::vector<head_tables> tables(heads_);
     tables_from_codes(exec, codes, end - begin, tables);
-    (void)k;
     means_ = std::move(means);
     tables_ = std::move(tables);
     begin_ = begin;

@@ -74,9 +74,12 @@ using attend_fn = void (*)(const attend_job&);
 /// rounded up by a relative 2^-10 (an upper bound, for the certified hashing).
 using centre_fn = void (*)(const void* rows, std::size_t stride, std::size_t n, const float* mean, std::size_t dim,
                            float* X, std::size_t ldx, float* norms);
-/// C[i][p] = sum_k X[i][k] Wt[k][p] for i < n, p < ppad; Wt is [dpad][ppad]
-/// (ppad a multiple of 64), X [n][ldx], C [n][ldc]. Any summation order: the
-/// rounding bound used by sign_bits holds for all of them.
+/// Columns per packed panel of the GEMM's right-hand side.
+inline constexpr std::size_t gemm_panel = 64;
+/// C[i][p] = sum_k X[i][k] W[p][k] for i < n, p < ppad (a multiple of 64);
+/// X [n][ldx], C [n][ldc]. W is packed in panels of 64 columns: element
+/// (k, p) at Wt[(p / 64) * dpad * 64 + k * 64 + p % 64], 64-byte aligned.
+/// Any summation order: the rounding bound used by sign_bits holds for all.
 using gemm_fn = void (*)(const float* X, std::size_t n, std::size_t ldx, const float* Wt, std::size_t dpad,
                          std::size_t ppad, float* C, std::size_t ldc);
 /// For p < ppad: bit p of `bits` = [c[p] > 0], bit p of `unsure` = [|c[p]| <=

@@ -236,19 +236,27 @@ void centre(const void* rows, std::size_t stride, std::size_t n, const float* me
       v.store_unaligned(x + c);
       acc = xsimd::fma(v, v, acc);
     }
-    norms[i] = __builtin_sqrtf(xsimd::hadd(acc)) * (1.0f + 0x1p-10f);
+    const float ss = xsimd::hadd(acc);
+    if (ss > 0x1p-100f) {
+      norms[i] = __builtin_sqrtf(ss) * (1.0f + 0x1p-10f);
+    } else {
+      // Squares of tiny elements underflow in fp32: take the norm in float64
+      // so that it stays an upper bound (sign_bits' absolute slack covers the rest).
+      double sd = 0.0;
+      for (std::size_t c = 0; c < dim; ++c) sd += static_cast<double>(x[c]) * static_cast<double>(x[c]);
+      norms[i] = static_cast<float>(__builtin_sqrt(sd) * (1.0 + 0x1p-10)) * (1.0f + 0x1p-20f);
+    }
   }
 }
 
 template <int R, int C>
-inline void micro(const float* X, std::size_t ldx, const float* Wt, std::size_t dpad, std::size_t ppad, float* Cm,
-                  std::size_t ldc) {
+inline void micro(const float* X, std::size_t ldx, const float* Wp, std::size_t dpad, float* Cm, std::size_t ldc) {
   vf acc[R][C];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) acc[r][c] = vf(0.0f);
   for (std::size_t k = 0; k < dpad; ++k) {
     vf w[C];
-    for (int c = 0; c < C; ++c) w[c] = vf::load_unaligned(Wt + k * ppad + c * W);
+    for (int c = 0; c < C; ++c) w[c] = vf::load_aligned(Wp + k * gemm_panel + c * W);
     for (int r = 0; r < R; ++r) {
       const vf x(X[r * ldx + k]);
       for (int c = 0; c < C; ++c) acc[r][c] = xsimd::fma(x, w[c], acc[r][c]);
@@ -269,15 +277,20 @@ constexpr int tile_r = 4, tile_c = 2;
 
 void gemm(const float* X, std::size_t n, std::size_t ldx, const float* Wt, std::size_t dpad, std::size_t ppad,
           float* Cm, std::size_t ldc) {
-  constexpr std::size_t cols = tile_c * W, panel = 32 * tile_r;
-  // A panel of Wt (dpad x cols) stays in L1 while a panel of rows streams past it.
-  for (std::size_t i0 = 0; i0 < n; i0 += panel) {
-    const std::size_t i1 = min_of(n, i0 + panel);
-    for (std::size_t p0 = 0; p0 < ppad; p0 += cols) {
-      std::size_t i = i0;
-      for (; i + tile_r <= i1; i += tile_r)
-        micro<tile_r, tile_c>(X + i * ldx, ldx, Wt + p0, dpad, ppad, Cm + i * ldc + p0, ldc);
-      for (; i < i1; ++i) micro<1, tile_c>(X + i * ldx, ldx, Wt + p0, dpad, ppad, Cm + i * ldc + p0, ldc);
+  constexpr std::size_t cols = tile_c * W, rows = 32 * tile_r;
+  static_assert(gemm_panel % cols == 0, "a register tile must divide a panel");
+  // One packed panel of Wt (dpad x 64 floats, contiguous, L1-sized at d = 128)
+  // stays in cache while a block of rows streams past it.
+  for (std::size_t i0 = 0; i0 < n; i0 += rows) {
+    const std::size_t i1 = min_of(n, i0 + rows);
+    for (std::size_t p0 = 0; p0 < ppad; p0 += gemm_panel) {
+      const float* panel = Wt + p0 * dpad;
+      for (std::size_t c0 = 0; c0 < gemm_panel; c0 += cols) {
+        std::size_t i = i0;
+        for (; i + tile_r <= i1; i += tile_r)
+          micro<tile_r, tile_c>(X + i * ldx, ldx, panel + c0, dpad, Cm + i * ldc + p0 + c0, ldc);
+        for (; i < i1; ++i) micro<1, tile_c>(X + i * ldx, ldx, panel + c0, dpad, Cm + i * ldc + p0 + c0, ldc);
+      }
     }
   }
 }

@@ -1,0 +1,374 @@
+// The CPU executor's benchmark: one Llama-3.1-8B-shaped layer (32 query
+// heads, 8 KV heads, head_dim 128, bf16 K/V/queries, K=10 L=150 m=2) on the
+// method.md anchor workload (lshattn::workload::anchor), contexts 16K..128K,
+// batch 1 and 8. In one run, side by side:
+//   decode/lsh     a whole decode step, lsh estimator on a cpu_index
+//   decode/dense   the exact dense baseline: the same executor and kernels
+//                  (SIMD, threads) with estimator::exact on the same data
+//   retrieval      query hashing + GQA retrieval alone
+//   attention      the sampled gather-attention alone (precomputed unions)
+//   hash / eigen_gemm / tables   index build: the hashing GEMM, Eigen's fp32
+//                  GEMM on the same shape, table building from the codes
+//   roofline/stream, roofline/gather   a streaming read and a random 256-byte
+//                  row gather with all threads: the machine's bandwidths
+// Counters: bytes (touched per iteration), GB/s, keys_sampled (per query
+// head), union_rows (rows read per KV head). bench/cpu_report.py turns the
+// JSON into the Markdown table of docs/performance.md.
+// LSHATTN_BENCH_THREADS sets the thread count (default: all hardware
+// threads), LSHATTN_BENCH_MAX_CONTEXT caps the contexts (default 131072).
+
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+#include <lshattn/executor/cpu.hpp>
+#include <lshattn/workload/synthetic.hpp>
+#include <memory>
+#include <random>
+#include <thread>
+#include <vector>
+
+namespace lshattn_bench {
+void eigen_gemm_avx2(const float* X, std::size_t n, std::size_t ldx, const float* W, std::size_t P, std::size_t d,
+                     float* C);
+void eigen_gemm_avx512(const float* X, std::size_t n, std::size_t ldx, const float* W, std::size_t P, std::size_t d,
+                       float* C);
+}  // namespace lshattn_bench
+
+namespace {
+using namespace lshattn;
+constexpr std::size_t HQ = 32, HK = 8, D = 128, G = HQ / HK;
+const lsh_params LP{10, 150, 2, 0x4c534841'7474656eull};
+const decode_params DP{4, 64, 0.0f, lse_base::natural};
+
+std::size_t env_size(const char* name, std::size_t fallback) {
+  const char* v = std::getenv(name);
+  return v ? static_cast<std::size_t>(std::strtoull(v, nullptr, 10)) : fallback;
+}
+std::size_t threads() {
+  static const std::size_t t = env_size("LSHATTN_BENCH_THREADS", std::thread::hardware_concurrency());
+  return t;
+}
+executor::cpu_policy exec() { return cpu(threads()); }
+
+/// B sequences of the anchor workload at n tokens, bf16, with their indexes.
+struct config {
+  std::size_t n = 0, B = 0;
+  std::vector<std::vector<bf16>> K, V, Q;
+  std::vector<cpu_index> idx;
+  std::vector<float> out;
+  std::vector<decode_request<bf16, bf16, bf16, cpu_index>> reqs;
+};
+std::unique_ptr<config> current;
+
+config& get(std::size_t n, std::size_t B) {
+  if (current && current->n == n && current->B == B) return *current;
+  current.reset();
+  auto c = std::make_unique<config>();
+  c->n = n;
+  c->B = B;
+  c->K.resize(B);
+  c->V.resize(B);
+  c->Q.resize(B);
+  std::vector<std::thread> gen;
+  for (std::size_t s = 0; s < B; ++s)
+    gen.emplace_back([&, s] {
+      const auto w = workload::anchor({n, HQ, HK, D, 2026 + s});
+      c->K[s].resize(w.keys.size());
+      c->V[s].resize(w.values.size());
+      c->Q[s].resize(w.queries.size());
+      for (std::size_t i = 0; i < w.keys.size(); ++i) c->K[s][i] = bf16(w.keys[i]);
+      for (std::size_t i = 0; i < w.values.size(); ++i) c->V[s][i] = bf16(w.values[i]);
+      for (std::size_t i = 0; i < w.queries.size(); ++i) c->Q[s][i] = bf16(w.queries[i]);
+    });
+  for (auto& t : gen) t.join();
+  c->out.assign(B * HQ * D, 0.0f);
+  for (std::size_t s = 0; s < B; ++s) {
+    c->idx.emplace_back(D, HK, LP);
+    c->idx.back().build(exec(), cache_view<const bf16>(c->K[s].data(), HK, n, D), DP.sink, n - DP.window);
+  }
+  for (std::size_t s = 0; s < B; ++s)
+    c->reqs.push_back({matrix_view<const bf16>(c->Q[s].data(), HQ, D), cache_view<const bf16>(c->K[s].data(), HK, n, D),
+                       cache_view<const bf16>(c->V[s].data(), HK, n, D), &c->idx[s],
+                       matrix_view<float>(c->out.data() + s * HQ * D, HQ, D)});
+  current = std::move(c);
+  return *current;
+}
+
+void report(benchmark::State& st, double bytes, const decode_stats& s, std::size_t B) {
+  st.counters["bytes"] = bytes;
+  st.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["keys_sampled"] = static_cast<double>(s.sampled_keys) / static_cast<double>(B * HQ);
+  st.counters["union_rows"] = static_cast<double>(s.union_keys) / static_cast<double>(B * HK);
+  st.counters["threads"] = static_cast<double>(threads());
+}
+
+// Bytes a step reads: K and V rows (2 x 256 B each in bf16) of the union and
+// of the dense part, per KV head; for lsh also the index's 16-bit ids of the
+// buckets walked (L per query head, about n / 2^K ids each on this workload).
+double step_bytes(const decode_stats& s, std::size_t n, std::size_t B, bool lsh) {
+  const double row = 2.0 * D * sizeof(bf16);
+  const double rows = static_cast<double>(s.union_keys) + static_cast<double>(s.dense_keys) / G;
+  double b = rows * row;
+  if (lsh) b += static_cast<double>(B * HQ) * LP.L * (static_cast<double>(n) / 1024.0) * 2.0;
+  return b;
+}
+
+template <class Est>
+void BM_decode(benchmark::State& st, std::size_t n, std::size_t B, Est est) {
+  config& c = get(n, B);
+  const std::span<const decode_request<bf16, bf16, bf16, cpu_index>> batch(c.reqs);
+  decode_stats s;
+  {
+    auto r = c.reqs;
+    for (auto& x : r) x.stats = &s;
+    decode(exec(), est, DP, std::span<const decode_request<bf16, bf16, bf16, cpu_index>>(r));
+  }
+  for (auto _ : st) {
+    decode(exec(), est, DP, batch);
+    benchmark::DoNotOptimize(c.out.data());
+  }
+  report(st, step_bytes(s, n, B, std::is_same_v<Est, estimator::lsh>), s, B);
+}
+
+// The executor's phases A (query hashing) and B (retrieval), alone.
+void BM_retrieval(benchmark::State& st, std::size_t n, std::size_t B) {
+  config& c = get(n, B);
+  const auto& k = exec().kernels();
+  const std::size_t blocks = c.idx[0].retrieval_blocks(), dp = executor::cpu_detail::padded(D);
+  std::vector<std::vector<float>> q(B * HK, std::vector<float>(G * dp, 0.0f));
+  std::vector<std::vector<std::uint32_t>> codes(B * HK, std::vector<std::uint32_t>(G * LP.L));
+  std::vector<std::vector<std::uint32_t>> ids(B * HK * blocks);
+  std::vector<std::vector<std::uint64_t>> mem(B * HK * blocks);
+  for (std::size_t u = 0; u < B * HK; ++u)
+    for (std::size_t h = 0; h < G; ++h)
+      for (std::size_t j = 0; j < D; ++j) q[u][h * dp + j] = static_cast<float>(c.Q[u / HK][((u % HK) * G + h) * D + j]);
+  std::size_t rows = 0;
+  for (auto _ : st) {
+    exec().parallel_for(B * HK, [&](std::size_t u, std::size_t) {
+      c.idx[u / HK].hash_queries(k, q[u].data(), G, codes[u].data());
+    });
+    exec().parallel_for(B * HK * blocks, [&](std::size_t j, std::size_t) {
+      const std::size_t u = j / blocks;
+      ids[j].clear();
+      mem[j].clear();
+      c.idx[u / HK].retrieve_group(u % HK, j % blocks, codes[u].data(), G, LP.m,
+                                   executor::cpu_detail::cpu_scratch::local(), ids[j], mem[j]);
+    });
+  }
+  for (auto& v : ids) rows += v.size();
+  st.counters["union_rows"] = static_cast<double>(rows) / static_cast<double>(B * HK);
+  const double bytes = static_cast<double>(B * HQ) * LP.L * (static_cast<double>(n) / 1024.0) * 2.0;
+  st.counters["bytes"] = bytes;
+  st.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// The executor's phase C for the sampled part alone: gather-attention over the unions.
+void BM_attention(benchmark::State& st, std::size_t n, std::size_t B) {
+  using namespace executor::cpu_detail;
+  config& c = get(n, B);
+  const auto& k = exec().kernels();
+  const std::size_t blocks = c.idx[0].retrieval_blocks(), dp = padded(D);
+  std::vector<std::vector<float>> q(B * HK, std::vector<float>(G * dp, 0.0f)), qn(B * HK, std::vector<float>(G));
+  std::vector<std::uint32_t> codes(G * LP.L);
+  struct chunk {
+    std::size_t u;
+    const std::uint32_t* ids;
+    const std::uint64_t* mem;
+    std::size_t count;
+  };
+  std::vector<std::vector<std::uint32_t>> ids(B * HK * blocks);
+  std::vector<std::vector<std::uint64_t>> mem(B * HK * blocks);
+  std::vector<chunk> chunks;
+  std::size_t rows = 0;
+  for (std::size_t u = 0; u < B * HK; ++u) {
+    for (std::size_t h = 0; h < G; ++h) {
+      double n2 = 0.0;
+      for (std::size_t j = 0; j < D; ++j) {
+        const float x = static_cast<float>(c.Q[u / HK][((u % HK) * G + h) * D + j]);
+        q[u][h * dp + j] = x;
+        n2 += static_cast<double>(x) * x;
+      }
+      qn[u][h] = static_cast<float>(std::sqrt(n2));
+    }
+    c.idx[u / HK].hash_queries(k, q[u].data(), G, codes.data());
+    for (std::size_t b = 0; b < blocks; ++b) {
+      auto& I = ids[u * blocks + b];
+      auto& M = mem[u * blocks + b];
+      c.idx[u / HK].retrieve_group(u % HK, b, codes.data(), G, LP.m, cpu_scratch::local(), I, M);
+      rows += I.size();
+      for (std::size_t i = 0; i < I.size(); i += 1024)
+        chunks.push_back({u, I.data() + i, M.data() + i, std::min<std::size_t>(1024, I.size() - i)});
+    }
+  }
+  std::vector<std::vector<float>> state(chunks.size(), std::vector<float>(G * (dp + 2)));
+  for (auto _ : st) {
+    exec().parallel_for(chunks.size(), [&](std::size_t j, std::size_t) {
+      const chunk& ch = chunks[j];
+      float* s = state[j].data();
+      std::fill(s, s + G * dp, 0.0f);
+      for (std::size_t h = 0; h < G; ++h) s[G * dp + h] = -INFINITY, s[G * dp + G + h] = 0.0f;
+      attend_job job;
+      job.keys = c.K[ch.u / HK].data() + (ch.u % HK) * n * D;
+      job.values = c.V[ch.u / HK].data() + (ch.u % HK) * n * D;
+      job.key_stride = job.value_stride = D;
+      job.dim = D;
+      job.ids = ch.ids;
+      job.count = ch.count;
+      job.q = q[ch.u].data();
+      job.group = G;
+      job.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+      job.mode = correction::lsh;
+      job.member = ch.mem;
+      job.centre = c.idx[ch.u / HK].padded_mean(ch.u % HK);
+      job.q_norm = qn[ch.u].data();
+      job.lnu = &c.idx[ch.u / HK].lnu();
+      job.acc = s;
+      job.mx = s + G * dp;
+      job.sum = s + G * dp + G;
+      k.attend[1][1](job);
+    });
+  }
+  const double bytes = static_cast<double>(rows) * 2.0 * D * sizeof(bf16);
+  st.counters["union_rows"] = static_cast<double>(rows) / static_cast<double>(B * HK);
+  st.counters["bytes"] = bytes;
+  st.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// Index build at n tokens x 8 KV heads: hashing (GEMM + certified bits), and Eigen's GEMM on the same shape.
+void BM_hash(benchmark::State& st, std::size_t n) {
+  config& c = get(n, 1);
+  const cache_view<const bf16> kc(c.K[0].data(), HK, n, D);
+  std::vector<float> means(HK * executor::cpu_detail::padded(D), 0.0f);
+  for (std::size_t h = 0; h < HK; ++h)
+    for (std::size_t j = 0; j < D; ++j) means[h * executor::cpu_detail::padded(D) + j] = c.idx[0].mean(h)[j];
+  std::vector<std::uint16_t> codes;
+  for (auto _ : st) c.idx[0].hash_keys(exec(), kc, 0, n, means.data(), codes);
+  const double flop = 2.0 * static_cast<double>(n * HK) * D * LP.K * LP.L;
+  st.counters["GFLOP/s"] = benchmark::Counter(flop * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_eigen_gemm(benchmark::State& st, std::size_t n) {
+  const bool avx512 = cpu_isa_available(cpu_isa::avx512);
+  if (!avx512 && !cpu_isa_available(cpu_isa::avx2)) {
+    st.SkipWithError("needs AVX2");
+    return;
+  }
+  const std::size_t P = static_cast<std::size_t>(LP.K * LP.L), rows = n * HK, chunk = 512;
+  const hash::simhash<> f(D, LP);
+  std::vector<float> X(rows * D);
+  std::mt19937 g(1);
+  std::normal_distribution<float> nd;
+  for (auto& x : X) x = nd(g);
+  const std::size_t chunks = (rows + chunk - 1) / chunk;
+  for (auto _ : st) {
+    exec().parallel_for(chunks, [&](std::size_t j, std::size_t) {
+      thread_local std::vector<float> C;
+      C.resize(chunk * P);
+      const std::size_t r0 = j * chunk, nr = std::min(chunk, rows - r0);
+      if (avx512) lshattn_bench::eigen_gemm_avx512(X.data() + r0 * D, nr, D, f.hyperplanes(), P, D, C.data());
+      else lshattn_bench::eigen_gemm_avx2(X.data() + r0 * D, nr, D, f.hyperplanes(), P, D, C.data());
+      benchmark::DoNotOptimize(C.data());
+    });
+  }
+  const double flop = 2.0 * static_cast<double>(rows) * D * static_cast<double>(P);
+  st.counters["GFLOP/s"] = benchmark::Counter(flop * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_tables(benchmark::State& st, std::size_t n) {
+  config& c = get(n, 1);
+  const cache_view<const bf16> kc(c.K[0].data(), HK, n, D);
+  const std::size_t b = DP.sink, e = n - DP.window;
+  std::vector<float> means(HK * executor::cpu_detail::padded(D), 0.0f);
+  for (std::size_t h = 0; h < HK; ++h)
+    for (std::size_t j = 0; j < D; ++j) means[h * executor::cpu_detail::padded(D) + j] = c.idx[0].mean(h)[j];
+  std::vector<std::uint16_t> codes;
+  c.idx[0].hash_keys(exec(), kc, b, e, means.data(), codes);
+  cpu_index scratch(D, HK, LP);
+  for (auto _ : st) scratch.build_from_codes(exec(), means, codes, b, e);
+  st.counters["index_B_per_token_head"] =
+      static_cast<double>(scratch.memory_bytes()) / static_cast<double>((e - b) * HK);
+}
+
+// Roofline probes: all threads stream 1 GiB, or gather random 256-byte rows from it.
+std::vector<float>& big_buffer() {
+  static std::vector<float> buf = [] {
+    std::vector<float> b((std::size_t{1} << 30) / sizeof(float));
+    cpu(threads()).parallel_for(64, [&](std::size_t j, std::size_t) {
+      const std::size_t per = b.size() / 64;
+      for (std::size_t i = j * per; i < (j + 1) * per; ++i) b[i] = static_cast<float>(i & 7);
+    });
+    return b;
+  }();
+  return buf;
+}
+
+void BM_stream(benchmark::State& st) {
+  auto& b = big_buffer();
+  const auto& k = exec().kernels();
+  const std::size_t parts = 256, per = b.size() / parts;
+  std::vector<float> sink(parts);
+  for (auto _ : st) {
+    exec().parallel_for(parts, [&](std::size_t j, std::size_t) { sink[j] = k.stream_sum(b.data() + j * per, per); });
+    benchmark::DoNotOptimize(sink.data());
+  }
+  const double bytes = static_cast<double>(parts * per * sizeof(float));
+  st.counters["bytes"] = bytes;
+  st.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_gather(benchmark::State& st) {
+  auto& b = big_buffer();
+  const auto& k = exec().kernels();
+  const std::size_t row = 64, nrows = b.size() / row, take = 1 << 18, parts = 256;
+  std::vector<std::uint32_t> ids(take);
+  std::mt19937 g(7);
+  for (auto& x : ids) x = static_cast<std::uint32_t>(g() % nrows);
+  std::vector<float> sink(parts);
+  for (auto _ : st) {
+    exec().parallel_for(parts, [&](std::size_t j, std::size_t) {
+      sink[j] = k.gather_sum(b.data(), ids.data() + j * (take / parts), take / parts, row);
+    });
+    benchmark::DoNotOptimize(sink.data());
+  }
+  const double bytes = static_cast<double>(take * row * sizeof(float));
+  st.counters["bytes"] = bytes;
+  st.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void reg(benchmark::internal::Benchmark* b) {
+  b->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(0.2)->Repetitions(5)->ReportAggregatesOnly(true);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  benchmark::AddCustomContext("isa", cpu_isa_name());
+  benchmark::AddCustomContext("threads", std::to_string(threads()));
+  reg(benchmark::RegisterBenchmark("roofline/stream", BM_stream));
+  reg(benchmark::RegisterBenchmark("roofline/gather", BM_gather));
+  const std::size_t max_n = env_size("LSHATTN_BENCH_MAX_CONTEXT", 131072);
+  for (std::size_t B : {std::size_t{1}, std::size_t{8}})
+    for (std::size_t n : {16384u, 32768u, 65536u, 131072u}) {
+      if (n > max_n) continue;
+      const std::string tag = "/n:" + std::to_string(n) + "/batch:" + std::to_string(B);
+      reg(benchmark::RegisterBenchmark(("decode/lsh" + tag).c_str(),
+                                       [n, B](benchmark::State& s) { BM_decode(s, n, B, estimator::lsh{}); }));
+      reg(benchmark::RegisterBenchmark(("decode/dense" + tag).c_str(),
+                                       [n, B](benchmark::State& s) { BM_decode(s, n, B, estimator::exact{}); }));
+      reg(benchmark::RegisterBenchmark(("retrieval" + tag).c_str(),
+                                       [n, B](benchmark::State& s) { BM_retrieval(s, n, B); }));
+      reg(benchmark::RegisterBenchmark(("attention" + tag).c_str(),
+                                       [n, B](benchmark::State& s) { BM_attention(s, n, B); }));
+      if (B == 1 && n == max_n) {
+        reg(benchmark::RegisterBenchmark(("build/hash/n:" + std::to_string(n)).c_str(),
+                                         [n](benchmark::State& s) { BM_hash(s, n); }));
+        reg(benchmark::RegisterBenchmark(("build/eigen_gemm/n:" + std::to_string(n)).c_str(),
+                                         [n](benchmark::State& s) { BM_eigen_gemm(s, n); }));
+        reg(benchmark::RegisterBenchmark(("build/tables/n:" + std::to_string(n)).c_str(),
+                                         [n](benchmark::State& s) { BM_tables(s, n); }));
+      }
+    }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  current.reset();
+}
