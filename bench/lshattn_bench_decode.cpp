@@ -12,6 +12,8 @@
 // the index entries its queries scan (4 B each); the sampler alone reads the
 // sampled K rows (for u) and the index entries. Counters: keys sampled per
 // query head, their share of the cache, and distinct keys per KV head.
+#include <cmath>
+
 #include "support.hpp"
 
 namespace {

@@ -25,9 +25,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <exception>
-#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
