@@ -69,9 +69,8 @@ config& get(std::size_t n, std::size_t B) {
   c->K.resize(B);
   c->V.resize(B);
   c->Q.resize(B);
-  std::vector<std::thread> gen;
-  for (std::size_t s = 0; s < B; ++s)
-    gen.emplace_back([&, s] {
+  // Sequences generated in parallel, at most threads() at a time (memory).
+  cpu(std::min(threads(), B)).parallel_for(B, [&](std::size_t s, std::size_t) {
       const auto w = workload::anchor({n, HQ, HK, D, 2026 + s});
       c->K[s].resize(w.keys.size());
       c->V[s].resize(w.values.size());
@@ -79,8 +78,7 @@ config& get(std::size_t n, std::size_t B) {
       for (std::size_t i = 0; i < w.keys.size(); ++i) c->K[s][i] = bf16(w.keys[i]);
       for (std::size_t i = 0; i < w.values.size(); ++i) c->V[s][i] = bf16(w.values[i]);
       for (std::size_t i = 0; i < w.queries.size(); ++i) c->Q[s][i] = bf16(w.queries[i]);
-    });
-  for (auto& t : gen) t.join();
+  });
   c->out.assign(B * HQ * D, 0.0f);
   for (std::size_t s = 0; s < B; ++s) {
     c->idx.emplace_back(D, HK, LP);
