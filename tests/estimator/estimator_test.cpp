@@ -63,46 +63,51 @@ struct problem {
 };
 
 // Mean and standard error over seeds of the HT numerator (every coordinate)
-// and denominator, sum_S w_i / pi_i (v_i) for head h; checks each against the
-// exact sum at 4 standard errors, with the SE estimated from the sample of
-// seeds (sd / sqrt(S)). The seeds are independent draws of the design, so the
-// CLT applies to the mean.
+// and denominator, sum_S w_i / pi_i (v_i), for every query head; checks each
+// against the exact sum at 4 standard errors, with the SE estimated from the
+// sample of seeds (sd / sqrt(S)). The seeds are independent draws of the
+// design, so the CLT applies to the mean.
 template <class Draw>
-void check_unbiased(const problem& pb, std::size_t h, std::size_t S, Draw&& draw) {
-  double D = 0, smax = 0;
-  std::vector<double> N;
-  pb.exact_sums(h, D, N, smax);
-  std::vector<double> sum(pb.d + 1, 0.0), sq(pb.d + 1, 0.0);
+void check_unbiased(const problem& pb, std::size_t S, Draw&& draw) {
+  const std::size_t m = pb.d + 1;  // d numerator coordinates, then the denominator
+  std::vector<double> D(pb.g), smax(pb.g), exact(pb.g * m);
+  for (std::size_t h = 0; h < pb.g; ++h) {
+    std::vector<double> N;
+    pb.exact_sums(h, D[h], N, smax[h]);
+    std::copy(N.begin(), N.end(), exact.begin() + static_cast<std::ptrdiff_t>(h * m));
+    exact[h * m + pb.d] = D[h];
+  }
+  std::vector<double> sum(pb.g * m, 0.0), sq(pb.g * m, 0.0), est(pb.g * m);
   estimator::sample_set set;
   double sizes = 0;
   for (std::size_t s = 0; s < S; ++s) {
     draw(s, set);
-    std::vector<double> est(pb.d + 1, 0.0);
-    for (std::size_t k = 0; k < set.ids.size(); ++k) {
-      const double lp = set.log_pi_of(h, k);
-      if (lp == -std::numeric_limits<double>::infinity()) continue;
-      sizes += 1;
-      const std::size_t t = set.ids[k];
-      const double w = std::exp(pb.score(h, t) - smax - lp);
-      est[pb.d] += w;
-      for (std::size_t j = 0; j < pb.d; ++j) est[j] += w * pb.values[t * pb.d + j];
-    }
-    for (std::size_t j = 0; j <= pb.d; ++j) {
-      sum[j] += est[j];
-      sq[j] += est[j] * est[j];
+    std::fill(est.begin(), est.end(), 0.0);
+    for (std::size_t h = 0; h < pb.g; ++h)
+      for (std::size_t k = 0; k < set.ids.size(); ++k) {
+        const double lp = set.log_pi_of(h, k);
+        if (lp == -std::numeric_limits<double>::infinity()) continue;
+        sizes += 1;
+        const std::size_t t = set.ids[k];
+        const double w = std::exp(pb.score(h, t) - smax[h] - lp);
+        est[h * m + pb.d] += w;
+        for (std::size_t j = 0; j < pb.d; ++j) est[h * m + j] += w * pb.values[t * pb.d + j];
+      }
+    for (std::size_t i = 0; i < est.size(); ++i) {
+      sum[i] += est[i];
+      sq[i] += est[i] * est[i];
     }
   }
   const double Sd = static_cast<double>(S);
-  MESSAGE("head " << h << ": mean sample size " << sizes / Sd << " of " << pb.n);
-  for (std::size_t j = 0; j <= pb.d; ++j) {
-    const double mean = sum[j] / Sd;
-    const double var = (sq[j] - Sd * mean * mean) / (Sd - 1);
+  MESSAGE("mean sample size per head " << sizes / Sd / static_cast<double>(pb.g) << " of " << pb.n);
+  for (std::size_t i = 0; i < est.size(); ++i) {
+    const double mean = sum[i] / Sd;
+    const double var = (sq[i] - Sd * mean * mean) / (Sd - 1);
     const double se = std::sqrt(std::max(var, 0.0) / Sd);
-    const double exact = j == pb.d ? D : N[j];
-    INFO((j == pb.d ? "denominator" : "numerator coordinate ") << (j == pb.d ? 0 : j) << ": mean " << mean
-                                                              << " exact " << exact << " se " << se);
+    INFO("head " << i / m << (i % m == pb.d ? " denominator" : " numerator coordinate ") << i % m << ": mean "
+                 << mean << " exact " << exact[i] << " se " << se);
     CHECK(se > 0.0);  // the design is random: a zero SE would make the check vacuous
-    CHECK(std::fabs(mean - exact) <= 4.0 * se);
+    CHECK(std::fabs(mean - exact[i]) <= 4.0 * se);
   }
 }
 
@@ -111,27 +116,24 @@ void check_unbiased(const problem& pb, std::size_t h, std::size_t S, Draw&& draw
 TEST_CASE("lsh: Horvitz-Thompson numerator and denominator are unbiased over hash families") {
   const problem pb(150, 16, 2, 11);
   retrieval_workspace ws;
-  for (std::size_t h = 0; h < pb.g; ++h)
-    check_unbiased(pb, h, 3000, [&](std::size_t s, estimator::sample_set& set) {
-      lsh_index<> idx(pb.d, 1, lsh_params{3, 6, 2, 1000 + s});
-      idx.build(cache_view<const float>(pb.keys.data(), 1, pb.n, pb.d), 0, pb.n);
-      estimator::sample_context<float> ctx{pb.kview(), 0, pb.n, pb.qview(), pb.scale, &idx, 0, 0, &ws};
-      estimator::lsh{}.sample(ctx, set);
-    });
+  check_unbiased(pb, 2000, [&](std::size_t s, estimator::sample_set& set) {
+    lsh_index<> idx(pb.d, 1, lsh_params{3, 6, 2, 1000 + s});
+    idx.build(cache_view<const float>(pb.keys.data(), 1, pb.n, pb.d), 0, pb.n);
+    estimator::sample_context<float> ctx{pb.kview(), 0, pb.n, pb.qview(), pb.scale, &idx, 0, 0, &ws};
+    estimator::lsh{}.sample(ctx, set);
+  });
 }
 
 TEST_CASE("uniform and oracle_sampling: Horvitz-Thompson sums are unbiased over seeds") {
   const problem pb(120, 8, 2, 12);
-  for (std::size_t h = 0; h < pb.g; ++h) {
-    check_unbiased(pb, h, 3000, [&](std::size_t s, estimator::sample_set& set) {
-      estimator::sample_context<float> ctx{pb.kview(), 0, pb.n, pb.qview(), pb.scale, nullptr, 0, 5, nullptr};
-      estimator::uniform{15, 100 + s}.sample(ctx, set);
-    });
-    check_unbiased(pb, h, 3000, [&](std::size_t s, estimator::sample_set& set) {
-      estimator::sample_context<float> ctx{pb.kview(), 0, pb.n, pb.qview(), pb.scale, nullptr, 0, 5, nullptr};
-      estimator::oracle_sampling{10, 100 + s}.sample(ctx, set);
-    });
-  }
+  check_unbiased(pb, 2000, [&](std::size_t s, estimator::sample_set& set) {
+    estimator::sample_context<float> ctx{pb.kview(), 0, pb.n, pb.qview(), pb.scale, nullptr, 0, 5, nullptr};
+    estimator::uniform{15, 100 + s}.sample(ctx, set);
+  });
+  check_unbiased(pb, 2000, [&](std::size_t s, estimator::sample_set& set) {
+    estimator::sample_context<float> ctx{pb.kview(), 0, pb.n, pb.qview(), pb.scale, nullptr, 0, 5, nullptr};
+    estimator::oracle_sampling{10, 100 + s}.sample(ctx, set);
+  });
 }
 
 TEST_CASE("lsh sample set: per-head ids are that head's retrieval, ln pi = ln u from the collision model") {
