@@ -38,10 +38,14 @@ target_include_directories(lshattn_cpu PRIVATE $<TARGET_PROPERTY:xsimd,INTERFACE
 target_link_libraries(lshattn_cpu INTERFACE $<BUILD_INTERFACE:Threads::Threads>
                                             $<INSTALL_INTERFACE:${CMAKE_THREAD_LIBS_INIT}>)
 if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+  # -O2 on these two sources whatever the build type: unoptimised code leaves
+  # out-of-line copies of xsimd's and the standard library's inline functions
+  # compiled with AVX flags, which the linker may then pick for the baseline
+  # path (tests/cpu/isa_symbols.cmake checks the objects for such symbols).
   set_source_files_properties(${_lshattn_cpu_src}/kernels_avx2.cpp PROPERTIES
-    COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
+    COMPILE_OPTIONS "-mavx2;-mfma;-mf16c;-O2")
   set_source_files_properties(${_lshattn_cpu_src}/kernels_avx512.cpp PROPERTIES
-    COMPILE_OPTIONS "-mavx512f;-mavx512cd;-mavx512bw;-mavx512dq;-mavx512vl;-mavx2;-mfma;-mf16c;-Wno-maybe-uninitialized")
+    COMPILE_OPTIONS "-mavx512f;-mavx512cd;-mavx512bw;-mavx512dq;-mavx512vl;-mavx2;-mfma;-mf16c;-Wno-maybe-uninitialized;-O2")
   target_compile_options(lshattn_cpu PRIVATE -Wall -Wextra)
 endif()
 
