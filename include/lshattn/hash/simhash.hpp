@@ -71,12 +71,20 @@ class simhash {
   [[nodiscard]] std::size_t memory_bytes() const noexcept { return planes_.size() * sizeof(float); }
 
   /// Codes of one vector x (dim floats) for every table: codes[l], l < L.
+  /// Each bit is an fp32 dot product (vectorised by Eigen) accepted when it
+  /// clears its rounding bound, else re-decided exactly, as in hash_batch().
   void hash(const float* x, Code* codes) const noexcept {
-    const float* w = planes_.data();
+    using row_major = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    const std::size_t P = static_cast<std::size_t>(K_) * static_cast<std::size_t>(L_);
+    const Eigen::Map<const row_major> W(planes_.data(), static_cast<Eigen::Index>(P), static_cast<Eigen::Index>(dim_));
+    const Eigen::Map<const Eigen::RowVectorXf> xv(x, static_cast<Eigen::Index>(dim_));
+    const double xn = norm64(x);
     for (int l = 0; l < L_; ++l) {
       Code c = 0;
-      for (int t = 0; t < K_; ++t, w += dim_)
-        if (dot_positive(x, w, dim_)) c = static_cast<Code>(c | (Code{1} << t));
+      for (int t = 0; t < K_; ++t) {
+        const std::size_t r = static_cast<std::size_t>(l) * K_ + t;
+        if (decide(W.row(static_cast<Eigen::Index>(r)).dot(xv), xn, r, x)) c = static_cast<Code>(c | (Code{1} << t));
+      }
       codes[l] = c;
     }
   }
@@ -90,8 +98,6 @@ class simhash {
     using row_major = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     const std::size_t P = static_cast<std::size_t>(K_) * static_cast<std::size_t>(L_);
     const Eigen::Map<const row_major> W(planes_.data(), static_cast<Eigen::Index>(P), static_cast<Eigen::Index>(dim_));
-    const double u = 0x1p-24 * static_cast<double>(dim_ + 2);
-    const double gamma = u / (1.0 - u) * 1.0001;  // margin for the norms' own rounding (~1e-7 relative)
     constexpr std::size_t block = 1024;
     row_major dots;
     for (std::size_t b0 = 0; b0 < n; b0 += block) {
@@ -102,22 +108,14 @@ class simhash {
       dots.noalias() = X * W.transpose();
       for (std::size_t i = 0; i < nb; ++i) {
         const float* xi = x + (b0 + i) * ld;
-        // |x| in float64: a float norm underflows for |x| below ~1e-19 while the
-        // products do not, and the bound would fall below the GEMM's error.
-        double xn = 0.0;
-        for (std::size_t j = 0; j < dim_; ++j) xn += static_cast<double>(xi[j]) * static_cast<double>(xi[j]);
-        xn = std::sqrt(xn);
+        const double xn = norm64(xi);
         const float* drow = dots.data() + i * P;
         Code* out = codes + (b0 + i) * static_cast<std::size_t>(L_);
         for (int l = 0; l < L_; ++l) {
           Code c = 0;
           for (int t = 0; t < K_; ++t) {
             const std::size_t r = static_cast<std::size_t>(l) * K_ + t;
-            const double v = drow[r];
-            const double bound = gamma * xn * plane_norms_[r] + 0x1p-120;  // absolute slack for underflow
-            // A GEMM that overflowed (|x| near float's range) gives Inf or NaN: decide exactly.
-            const bool bit = std::fabs(v) > bound && std::isfinite(v) ? v > 0.0
-                                                                       : dot_positive(xi, planes_.data() + r * dim_, dim_);
+            const bool bit = decide(drow[r], xn, r, xi);
             if (bit) c = static_cast<Code>(c | (Code{1} << t));
           }
           out[l] = c;
@@ -132,6 +130,27 @@ class simhash {
   }
 
  private:
+  // |x| in float64: a float norm underflows for |x| below ~1e-19 while the
+  // products do not, and the bound would fall below the dot product's error.
+  double norm64(const float* x) const noexcept {
+    double s = 0.0;
+    for (std::size_t j = 0; j < dim_; ++j) s += static_cast<double>(x[j]) * static_cast<double>(x[j]);
+    return std::sqrt(s);
+  }
+
+  // Bit r of x from its fp32 dot product v (any summation order, FMA or not):
+  // |v - x.w| <= gamma_{d} |x| |w| (Higham, eq. 3.5, with Cauchy-Schwarz), plus
+  // an absolute slack for products that underflow; inside that band, or when v
+  // overflowed, the sign is decided exactly.
+  bool decide(float v, double xn, std::size_t r, const float* x) const noexcept {
+    const double u = 0x1p-24 * static_cast<double>(dim_ + 2);
+    const double gamma = u / (1.0 - u) * 1.0001;  // margin for the norms' own rounding (~1e-7 relative)
+    const double bound = gamma * xn * plane_norms_[r] + 0x1p-120;
+    const double dv = static_cast<double>(v);
+    if (std::fabs(dv) > bound && std::isfinite(dv)) return dv > 0.0;
+    return dot_positive(x, planes_.data() + r * dim_, dim_);
+  }
+
   std::size_t dim_ = 0;
   int K_ = 0, L_ = 0;
   std::uint64_t seed_ = 0;

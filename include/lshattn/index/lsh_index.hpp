@@ -3,10 +3,11 @@
 // token positions [begin, end) of the cache, in CSR form (MagicPIG, Chen et
 // al. 2024, section 4: keys sorted by code, a start offset per bucket).
 //
-// Growth during decode: append() hashes new tokens into a per-table tail that
-// queries scan directly; once the tail exceeds a fraction of the tables it is
-// merged into the CSR arrays in one O(n L + L 2^K) pass, so appending costs
-// O(L) amortised per token and never a full re-hash. The mean key used for
+// Growth during decode: append() hashes new tokens into a tail (each token's L
+// codes, in token order) that queries scan directly; once the tail exceeds a
+// fraction of the index it is merged into the CSR arrays in one
+// O(n L + L 2^K) pass, so appending costs O(L) amortised per token and never a
+// full re-hash. The mean key used for
 // centring is computed at build() and frozen afterwards (re-centring would
 // change every stored code).
 //
@@ -137,20 +138,12 @@ class lsh_index {
                     " exceeds 2^32 - 1 token positions");
     if (new_end == end_) return;
     check_finite(keys, end_, new_end);
-    const std::size_t L = static_cast<std::size_t>(family_.tables());
-    const std::size_t add = new_end - end_;
-    std::vector<code_type> codes;
-    for (std::size_t h = 0; h < heads_; ++h) {
-      hash_range(keys.head(h), means_.data() + h * dim(), end_, new_end, codes);
-      auto& tail = tables_[h].tail;  // [L][tail] after the append
-      const std::size_t old = end_ - csr_end_;
-      std::vector<code_type> grown(L * (old + add));
-      for (std::size_t l = 0; l < L; ++l) {
-        std::copy_n(tail.data() + l * old, old, grown.data() + l * (old + add));
-        for (std::size_t i = 0; i < add; ++i) grown[l * (old + add) + old + i] = codes[i * L + l];
-      }
-      tail = std::move(grown);
-    }
+    // Hash every head first, then commit: a throw leaves the index as it was.
+    std::vector<std::vector<code_type>> codes(heads_);
+    for (std::size_t h = 0; h < heads_; ++h) hash_range(keys.head(h), means_.data() + h * dim(), end_, new_end, codes[h]);
+    for (std::size_t h = 0; h < heads_; ++h) tables_[h].tail.reserve(tables_[h].tail.size() + codes[h].size());
+    for (std::size_t h = 0; h < heads_; ++h)
+      tables_[h].tail.insert(tables_[h].tail.end(), codes[h].begin(), codes[h].end());
     end_ = new_end;
     if (tail_size() > std::max<std::size_t>(min_tail_, static_cast<std::size_t>(tail_fraction_ * size()))) merge_tail();
   }
@@ -163,26 +156,46 @@ class lsh_index {
     if (target > end_) append(keys, target);
   }
 
-  /// Merge the tail into the CSR arrays now.
+  /// Merge the tail into the CSR arrays now: per table one pass over the old
+  /// ids, the tail and the bucket directory, O(n + tail + 2^K).
   void merge_tail() {
     if (tail_size() == 0) return;
     const std::size_t L = static_cast<std::size_t>(family_.tables());
     const std::size_t tail = tail_size();
-    for (auto& ht : tables_) {
-      // Rebuild each table's CSR from the old CSR plus the tail; ids stay ascending within a bucket.
-      std::vector<code_type> codes((csr_end_ - begin_ + tail) * L);
+    std::vector<head_tables> merged(heads_);
+    for (std::size_t h = 0; h < heads_; ++h) {
+      const head_tables& ht = tables_[h];
+      merged[h].tables.resize(L);
       for (std::size_t l = 0; l < L; ++l) {
         const table& t = ht.tables[l];
-        for (std::size_t b = 0; b + 1 < t.offsets.size(); ++b) {
-          const code_type code = t.codes.empty() ? static_cast<code_type>(b) : t.codes[b];
-          for (std::uint32_t k = t.offsets[b]; k < t.offsets[b + 1]; ++k)
-            codes[(t.ids[k] - begin_) * L + l] = code;
+        table& out = merged[h].tables[l];
+        if (!t.codes.empty() || t.offsets.empty()) {  // sparse directory: rebuild this table
+          std::vector<std::pair<code_type, std::uint32_t>> pairs;
+          pairs.reserve(t.ids.size() + tail);
+          for (std::size_t b = 0; b + 1 < t.offsets.size(); ++b)
+            for (std::uint32_t k = t.offsets[b]; k < t.offsets[b + 1]; ++k) pairs.push_back({t.codes[b], t.ids[k]});
+          for (std::size_t i = 0; i < tail; ++i)
+            pairs.push_back({ht.tail[i * L + l], static_cast<std::uint32_t>(csr_end_ + i)});
+          out = sparse_table(pairs);
+          continue;
         }
-        for (std::size_t i = 0; i < tail; ++i) codes[(csr_end_ - begin_ + i) * L + l] = ht.tail[l * tail + i];
+        // Dense directory: bucket b keeps its old ids, then its tail ids (all larger).
+        const std::size_t B = t.offsets.size() - 1;
+        out.offsets.assign(B + 1, 0);
+        for (std::size_t i = 0; i < tail; ++i) ++out.offsets[ht.tail[i * L + l] + 1];
+        for (std::size_t b = 0; b < B; ++b) out.offsets[b + 1] += out.offsets[b] + (t.offsets[b + 1] - t.offsets[b]);
+        out.ids.resize(t.ids.size() + tail);
+        std::vector<std::uint32_t> next(B);
+        for (std::size_t b = 0; b < B; ++b) {
+          const std::uint32_t old = t.offsets[b + 1] - t.offsets[b];
+          std::copy_n(t.ids.data() + t.offsets[b], old, out.ids.data() + out.offsets[b]);
+          next[b] = out.offsets[b] + old;
+        }
+        for (std::size_t i = 0; i < tail; ++i) out.ids[next[ht.tail[i * L + l]]++] = static_cast<std::uint32_t>(csr_end_ + i);
       }
-      head_tables fresh = make_csr(codes, begin_, end_ - begin_);
-      ht = std::move(fresh);
     }
+    for (std::size_t h = 0; h < heads_; ++h) tables_[h].tables = std::move(merged[h].tables);
+    for (auto& ht : tables_) ht.tail.clear();
     csr_end_ = end_;
   }
 
@@ -222,12 +235,19 @@ class lsh_index {
     const std::size_t L = static_cast<std::size_t>(family_.tables());
     const std::size_t tail = tail_size();
     for (std::size_t l = 0; l < L; ++l) {
-      const code_type c = static_cast<code_type>(codes[l]);
-      const auto [lo, hi] = ht.tables[l].bucket(c);
+      const auto [lo, hi] = ht.tables[l].bucket(static_cast<code_type>(codes[l]));
       for (std::uint32_t k = lo; k < hi; ++k) touch(ht.tables[l].ids[k]);
-      const code_type* tc = ht.tail.data() + l * tail;
-      for (std::size_t i = 0; i < tail; ++i)
-        if (tc[i] == c) touch(static_cast<std::uint32_t>(csr_end_ + i));
+    }
+    // Tail tokens are not in the CSR arrays: count each one's collisions over
+    // its L codes, stored contiguously.
+    for (std::size_t i = 0; i < tail; ++i) {
+      const code_type* tc = ht.tail.data() + i * L;
+      std::uint32_t hits = 0;
+      for (std::size_t l = 0; l < L; ++l) hits += tc[l] == static_cast<code_type>(codes[l]) ? 1u : 0u;
+      const auto id = static_cast<std::uint32_t>(csr_end_ + i);
+      ws.stamp[id] = ws.epoch;
+      ws.count[id] = static_cast<std::uint16_t>(hits);
+      if (hits >= static_cast<std::uint32_t>(m)) ws.ids.push_back(id);
     }
     std::sort(ws.ids.begin(), ws.ids.end());
     ws.counts.resize(ws.ids.size());
@@ -276,7 +296,7 @@ class lsh_index {
   };
   struct head_tables {
     std::vector<table> tables;
-    std::vector<code_type> tail;  // [L][tail_size()]
+    std::vector<code_type> tail;  // [tail_size()][L]: codes of the tokens not yet merged
   };
 
   static std::size_t check_heads(std::size_t kv_heads) {
@@ -339,36 +359,53 @@ class lsh_index {
     }
   }
 
-  // Counting sort of n tokens (positions first..first+n) into L tables.
+  // A sparse-directory table from (code, token) pairs.
+  static table sparse_table(std::vector<std::pair<code_type, std::uint32_t>>& pairs) {
+    table t;
+    std::sort(pairs.begin(), pairs.end());
+    const std::size_t n = pairs.size();
+    t.ids.resize(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (i == 0 || pairs[i].first != pairs[i - 1].first) {
+        t.offsets.push_back(static_cast<std::uint32_t>(i));
+        t.codes.push_back(pairs[i].first);
+      }
+      t.ids[i] = pairs[i].second;
+    }
+    if (n) t.offsets.push_back(static_cast<std::uint32_t>(n));
+    return t;
+  }
+
+  // Counting sort of n tokens (positions first..first+n) into L tables. codes
+  // is [n][L]; 16 tables at a time are first gathered into columns, so every
+  // cache line of codes is read once rather than once per table.
   head_tables make_csr(const std::vector<code_type>& codes, std::size_t first, std::size_t n) const {
     const std::size_t L = static_cast<std::size_t>(family_.tables());
     const std::uint64_t B = family_.buckets();
     const bool dense = B <= 2 * n + 1024;
     head_tables ht;
     ht.tables.resize(L);
-    for (std::size_t l = 0; l < L; ++l) {
-      table& t = ht.tables[l];
-      t.ids.resize(n);
-      if (dense) {
-        t.offsets.assign(B + 1, 0);
-        for (std::size_t i = 0; i < n; ++i) ++t.offsets[codes[i * L + l] + 1];
-        std::partial_sum(t.offsets.begin(), t.offsets.end(), t.offsets.begin());
-        std::vector<std::uint32_t> next(t.offsets.begin(), t.offsets.end() - 1);
-        for (std::size_t i = 0; i < n; ++i) t.ids[next[codes[i * L + l]]++] = static_cast<std::uint32_t>(first + i);
-      } else {
-        std::vector<std::pair<code_type, std::uint32_t>> pairs(n);
-        for (std::size_t i = 0; i < n; ++i) pairs[i] = {codes[i * L + l], static_cast<std::uint32_t>(first + i)};
-        std::sort(pairs.begin(), pairs.end());
-        t.offsets.push_back(0);
-        for (std::size_t i = 0; i < n; ++i) {
-          if (i == 0 || pairs[i].first != pairs[i - 1].first) {
-            if (i) t.offsets.push_back(static_cast<std::uint32_t>(i));
-            t.codes.push_back(pairs[i].first);
-          }
-          t.ids[i] = pairs[i].second;
+    constexpr std::size_t group = 16;
+    std::vector<code_type> cols(group * n);
+    for (std::size_t l0 = 0; l0 < L; l0 += group) {
+      const std::size_t gl = std::min(group, L - l0);
+      for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t g = 0; g < gl; ++g) cols[g * n + i] = codes[i * L + l0 + g];
+      for (std::size_t g = 0; g < gl; ++g) {
+        const code_type* col = cols.data() + g * n;
+        table& t = ht.tables[l0 + g];
+        if (dense) {
+          t.ids.resize(n);
+          t.offsets.assign(B + 1, 0);
+          for (std::size_t i = 0; i < n; ++i) ++t.offsets[col[i] + 1];
+          std::partial_sum(t.offsets.begin(), t.offsets.end(), t.offsets.begin());
+          std::vector<std::uint32_t> next(t.offsets.begin(), t.offsets.end() - 1);
+          for (std::size_t i = 0; i < n; ++i) t.ids[next[col[i]]++] = static_cast<std::uint32_t>(first + i);
+        } else {
+          std::vector<std::pair<code_type, std::uint32_t>> pairs(n);
+          for (std::size_t i = 0; i < n; ++i) pairs[i] = {col[i], static_cast<std::uint32_t>(first + i)};
+          t = sparse_table(pairs);
         }
-        if (n) t.offsets.push_back(static_cast<std::uint32_t>(n));
-        if (!n) t.offsets.clear();
       }
     }
     return ht;
