@@ -15,7 +15,9 @@
 // head), union_rows (rows read per KV head). bench/cpu_report.py turns the
 // JSON into the Markdown table of docs/performance.md.
 // LSHATTN_BENCH_THREADS sets the thread count (default: all hardware
-// threads), LSHATTN_BENCH_MAX_CONTEXT caps the contexts (default 131072).
+// threads), LSHATTN_BENCH_MAX_CONTEXT caps the contexts (default 131072),
+// LSHATTN_BENCH_BUILD_CONTEXT sets the index-build benchmarks' context
+// (default: the largest context run).
 
 #include <benchmark/benchmark.h>
 
@@ -357,7 +359,7 @@ int main(int argc, char** argv) {
                                        [n, B](benchmark::State& s) { BM_retrieval(s, n, B); }));
       reg(benchmark::RegisterBenchmark(("attention" + tag).c_str(),
                                        [n, B](benchmark::State& s) { BM_attention(s, n, B); }));
-      if (B == 1 && n == max_n) {
+      if (B == 1 && n == env_size("LSHATTN_BENCH_BUILD_CONTEXT", max_n)) {
         reg(benchmark::RegisterBenchmark(("build/hash/n:" + std::to_string(n)).c_str(),
                                          [n](benchmark::State& s) { BM_hash(s, n); }));
         reg(benchmark::RegisterBenchmark(("build/eigen_gemm/n:" + std::to_string(n)).c_str(),
