@@ -60,6 +60,7 @@ struct options {
   bool append = false;  ///< add to results.csv / entropy.csv instead of starting them afresh
   bool tune_only = false;    ///< print the tuner's choices for each set and stop
   double target_error = 0.0; ///< > 0: also tune for this median relative error (verified by simulation)
+  std::string per_query = "tuned@0.02";  ///< the setting whose per-query errors go to per_query.csv
 };
 
 struct query {
@@ -334,7 +335,7 @@ std::vector<config> make_configs(const dataset& ds, const options& o) {
   return cs;
 }
 
-void evaluate(dataset& ds, const options& o, std::vector<row>& rows, std::FILE* entropy_csv) {
+void evaluate(dataset& ds, const options& o, std::vector<row>& rows, std::FILE* entropy_csv, std::FILE* pq_csv) {
   const auto t0 = clock_type::now();
   std::fprintf(stderr, "[%s] %zu keys x %zu KV heads, head_dim %zu, %zu queries: exact attention...\n",
                ds.name.c_str(), ds.n, ds.kv_heads, ds.d, ds.queries.size());
@@ -365,6 +366,17 @@ void evaluate(dataset& ds, const options& o, std::vector<row>& rows, std::FILE* 
       keys.insert(keys.end(), k.begin(), k.end());
     }
     rows.push_back(summarise(ds, "lsh", cf.name, cf.lp, 0.0, errs, keys));
+    // Per query (mean over seeds; errs is [seed][query]) for the chosen setting.
+    auto per_query = [&](const char* est, const std::vector<double>& v) {
+      if (cf.name != o.per_query) return;
+      const std::size_t runs = v.size() / Q;
+      for (std::size_t i = 0; i < Q; ++i) {
+        double m = 0.0;
+        for (std::size_t r = 0; r < runs; ++r) m += v[r * Q + i] / static_cast<double>(runs);
+        std::fprintf(pq_csv, "%s,%s,%s,%zu,%.5f,%.6f\n", ds.name.c_str(), est, cf.name.c_str(), i, ds.entropy[i], m);
+      }
+    };
+    per_query("lsh", errs);
     const auto kk = static_cast<std::size_t>(std::max(1.0, std::round(rows.back().keys_mean)));
     std::fprintf(stderr, "[%s %.0fs]   lsh: %.0f keys (%.4f), median error %.4f, p95 %.4f; baselines at k = %zu...\n",
                  ds.name.c_str(), elapsed(t0), rows.back().keys_mean, rows.back().fraction, rows.back().err_median,
@@ -387,6 +399,7 @@ void evaluate(dataset& ds, const options& o, std::vector<row>& rows, std::FILE* 
         bk.insert(bk.end(), k.begin(), k.end());
       }
       rows.push_back(summarise(ds, est, cf.name, cf.lp, static_cast<double>(kk), be, bk));
+      per_query(est, be);
     }
   }
   std::fprintf(stderr, "[%s] done in %.0f s\n", ds.name.c_str(), elapsed(t0));
@@ -398,7 +411,7 @@ void write_charts(const options& o, const std::vector<std::string>& sets) {
   if (!f) throw std::runtime_error("cannot write " + gp);
   std::fprintf(f, "# Written by lshattn_eval. Run in this folder: gnuplot charts.gp\n"
                   "set datafile separator ','\nset terminal svg size 640,420 font 'sans,11' background rgb 'white'\n"
-                  "set key top right\nset grid\nset logscale xy\n");
+                  "set termoption noenhanced\nset key top right\nset grid\nset logscale xy\nset format '%g'\n");
   const char* est[] = {"lsh", "topk", "uniform", "oracle"};
   const char* label[] = {"LSH (MagicPIG)", "oracle top-k", "uniform", "oracle sampling"};
   const char* style[] = {"pt 7 lc rgb '#d62728'", "pt 5 lc rgb '#1f77b4'", "pt 9 lc rgb '#7f7f7f'",
@@ -421,6 +434,15 @@ void write_charts(const options& o, const std::vector<std::string>& sets) {
                     "plot \"< awk -F, '$1==\\\"%s\\\"' entropy.csv\" using (bin($3)):(1.0) smooth frequency "
                     "with boxes lc rgb '#1f77b4' notitle\nset logscale xy\n",
                  s.c_str(), s.c_str(), s.c_str());
+    std::fprintf(f, "set output '%s_error_by_entropy.svg'\nset title '%s: error per query vs its attention entropy (%s)'\n"
+                    "set xlabel 'attention entropy (nats)'\nset ylabel '|o_hat - o| / |o| (mean over seeds)'\n"
+                    "unset logscale x\nset logscale y\nset key bottom right\nplot ",
+                 s.c_str(), s.c_str(), o.per_query.c_str());
+    for (int e = 0; e < 4; ++e)
+      std::fprintf(f, "%s\"< awk -F, '$1==\\\"%s\\\" && $2==\\\"%s\\\"' per_query.csv\" using 5:6 with points %s ps 0.8 "
+                      "title '%s'",
+                   e ? ", " : "", s.c_str(), est[e], style[e], label[e]);
+    std::fprintf(f, "\nset key top right\nset logscale xy\n");
   }
   std::fclose(f);
   // The entropy title holds a printf-style %.1f for ln n: fill it per set.
@@ -462,6 +484,7 @@ int main(int argc, char** argv) {
       else if (a == "--no-charts") o.charts = false;
       else if (a == "--append") o.append = true;
       else if (a == "--tune-only") o.tune_only = true;
+      else if (a == "--per-query") o.per_query = next();
       else if (a == "--target-error") o.target_error = std::stod(next());
       else if (a == "--help" || a == "-h") {
         std::puts("usage: lshattn_eval [--data DIR] [--out DIR] [--sets glove:N,synthetic:N] [--queries Q] [--seeds S]\n"
@@ -486,11 +509,14 @@ int main(int argc, char** argv) {
     const bool fresh = !o.append || !std::filesystem::exists(results);
     std::FILE* rf = std::fopen(results.c_str(), fresh ? "w" : "a");
     std::FILE* ef = std::fopen(entropies.c_str(), fresh ? "w" : "a");
-    if (!rf || !ef) throw std::runtime_error("cannot write into " + o.out);
+    std::FILE* pf = std::fopen((o.out + "/per_query.csv").c_str(), fresh ? "w" : "a");
+    if (!rf || !ef || !pf) throw std::runtime_error("cannot write into " + o.out);
     if (fresh) {
       std::fprintf(rf, "set,estimator,config,K,L,m,k,units,keys_mean,fraction,err_mean,err_median,err_p95\n");
       std::fprintf(ef, "set,query,entropy_nats,entropy_over_ln_n,temperature\n");
     }
+    std::fseek(pf, 0, SEEK_END);
+    if (std::ftell(pf) == 0) std::fprintf(pf, "set,estimator,config,query,entropy_nats,error\n");
     std::vector<std::string> names;
     for (const auto& spec : split(o.sets, ',')) {
       const auto f = split(spec, ':');
@@ -498,17 +524,19 @@ int main(int argc, char** argv) {
       dataset ds = f[0] == "glove" ? make_glove(o, n) : f[0] == "synthetic" ? make_synthetic(o, n)
                                                                           : throw std::runtime_error("unknown set " + f[0]);
       std::vector<row> rows;
-      evaluate(ds, o, rows, ef);
+      evaluate(ds, o, rows, ef, pf);
       for (const auto& r : rows)
         std::fprintf(rf, "%s,%s,%s,%d,%d,%d,%.0f,%zu,%.2f,%.6f,%.6f,%.6f,%.6f\n", r.set.c_str(), r.estimator.c_str(),
                      r.config.c_str(), r.K, r.L, r.m, r.k, r.units, r.keys_mean, r.fraction, r.err_mean, r.err_median,
                      r.err_p95);
       std::fflush(rf);
       std::fflush(ef);
+      std::fflush(pf);
       names.push_back(ds.name);
     }
     std::fclose(rf);
     std::fclose(ef);
+    std::fclose(pf);
     if (o.charts) {
       // Chart every set in results.csv, including those of earlier --append runs.
       std::ifstream in(results);

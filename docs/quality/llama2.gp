@@ -1,6 +1,7 @@
 # Charts of llama2.csv (written by: llama2_run --sweep docs/quality/llama2.csv). Run here: gnuplot llama2.gp
 set datafile separator ','
 set terminal svg size 640,420 font 'sans,11' background rgb 'white'
+set termoption noenhanced
 set grid
 set key bottom right
 sel(src, m) = sprintf("< awk -F, '$1==\"%s\" && $3==\"%s\"' llama2.csv", src, m)
