@@ -34,7 +34,8 @@
 //   lshattn::conformance::check_hash_codes(hash_fn);
 //     hash_fn(const hash::simhash<>& f, const float* x, size_t n, size_t ld,
 //     uint32_t* codes) must produce f.hash()'s codes bit for bit, [n, L]
-//     row-major, on random and adversarial (dot product ~ 0) inputs.
+//     row-major, on random and adversarial (dot product ~ 0) inputs, with
+//     magnitudes from 1e-41 (subnormal) to 1e37 (near float overflow).
 //
 // Exec is any value with exec.decode(est, params, std::span<const
 // decode_request<TQ, TK, TV>>) over host-memory views (what lshattn::decode
