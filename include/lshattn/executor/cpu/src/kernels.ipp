@@ -249,20 +249,29 @@ void centre(const void* rows, std::size_t stride, std::size_t n, const float* me
   }
 }
 
+// Fully unrolled so that the R x C accumulators live in registers (without
+// the pragmas GCC keeps the arrays in memory: a load and a store per FMA).
 template <int R, int C>
 inline void micro(const float* X, std::size_t ldx, const float* Wp, std::size_t dpad, float* Cm, std::size_t ldc) {
   vf acc[R][C];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int c = 0; c < C; ++c) acc[r][c] = vf(0.0f);
   for (std::size_t k = 0; k < dpad; ++k) {
     vf w[C];
+#pragma GCC unroll 16
     for (int c = 0; c < C; ++c) w[c] = vf::load_aligned(Wp + k * gemm_panel + c * W);
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const vf x(X[r * ldx + k]);
+#pragma GCC unroll 16
       for (int c = 0; c < C; ++c) acc[r][c] = xsimd::fma(x, w[c], acc[r][c]);
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int c = 0; c < C; ++c) acc[r][c].store_unaligned(Cm + r * ldc + c * W);
 }
 
