@@ -211,7 +211,7 @@ struct independent_lsh {
 };
 }  // namespace
 
-TEST_CASE("error bars: LSH on GloVe undercovers; the same u drawn independently is calibrated") {
+TEST_CASE("error bars: LSH on GloVe undercovers while the same u drawn independently is calibrated") {
   // Known limitation (docs/quality.md, quality/uncertainty.hpp): real word
   // vectors cluster, so the words near the query share hyperplane sides and
   // collide together; their inclusions are positively correlated and their
