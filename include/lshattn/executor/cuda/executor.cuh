@@ -333,6 +333,8 @@ struct cuda_policy {
     LSHATTN_REQUIRE(r.lse.empty() || r.lse.size() == hq, shape_mismatch, "lse", "lse.size() = ", r.lse.size(),
                     " must be 0 or queries.rows = ", hq);
     // Backend limits.
+    LSHATTN_REQUIRE(r.std_error.empty() && r.ess.empty(), unsupported, "std_error",
+                    "error bars (std_error, ess) are computed by the reference executor only");
     LSHATTN_REQUIRE(d == 64 || d == 128, unsupported, "queries.cols", "head_dim = ", d,
                     "; the CUDA executor supports 64 and 128");
     const std::size_t g = hq / hk;
