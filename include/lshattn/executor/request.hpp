@@ -46,9 +46,11 @@ struct decode_request {
 
 namespace detail {
 
-/// Checks everything a decode step reads before anything is written.
+/// The checks that need no access to the data itself (shapes, strides,
+/// parameters, the index's state): what every executor, device ones
+/// included, runs before anything is written.
 template <class Est, class R>
-void validate_request(const Est& est, const R& r, const decode_params& p) {
+void validate_request_shapes(const Est& est, const R& r, const decode_params& p) {
   est.validate();
   p.validate();
   check_view(r.queries, "queries");
@@ -78,10 +80,6 @@ void validate_request(const Est& est, const R& r, const decode_params& p) {
                   hq, " x ", d);
   LSHATTN_REQUIRE(r.ess.empty() || r.ess.size() == hq, shape_mismatch, "ess", "ess.size() = ", r.ess.size(),
                   " must be 0 or queries.rows = ", hq);
-  for (std::size_t h = 0; h < hq; ++h)
-    for (std::size_t j = 0; j < d; ++j)
-      LSHATTN_REQUIRE(std::isfinite(to_float(r.queries(h, j))), non_finite, "queries", "query head ", h,
-                      " element ", j, " = ", to_float(r.queries(h, j)), "; queries must be finite");
   if constexpr (Est::uses_index) {
     LSHATTN_REQUIRE(r.index != nullptr, invalid_argument, "index", "this estimator needs an index (index is null)");
     LSHATTN_REQUIRE(r.index->built(), invalid_state, "index", "the index has not been built");
@@ -91,7 +89,26 @@ void validate_request(const Est& est, const R& r, const decode_params& p) {
                     " but head_dim = ", d);
     LSHATTN_REQUIRE(r.index->end() <= r.keys.tokens, shape_mismatch, "index", "the index covers tokens up to ",
                     r.index->end(), " but the cache holds ", r.keys.tokens);
+    if constexpr (requires { est.m; }) {
+      // Here rather than at retrieval, so that a batch whose second request
+      // has a smaller L fails before the first request's outputs are written.
+      const int L = r.index->family().tables();
+      const int m = est.m > 0 ? est.m : r.index->threshold();
+      LSHATTN_REQUIRE(m >= 1 && m <= L, invalid_argument, "m", "m = ", m, " must be in 1..L (L = ", L, ")");
+    }
   }
+}
+
+/// Checks everything a decode step reads before anything is written: the
+/// shapes, and that the queries are finite.
+template <class Est, class R>
+void validate_request(const Est& est, const R& r, const decode_params& p) {
+  validate_request_shapes(est, r, p);
+  const std::size_t hq = r.queries.rows, d = r.queries.cols;
+  for (std::size_t h = 0; h < hq; ++h)
+    for (std::size_t j = 0; j < d; ++j)
+      LSHATTN_REQUIRE(std::isfinite(to_float(r.queries(h, j))), non_finite, "queries", "query head ", h,
+                      " element ", j, " = ", to_float(r.queries(h, j)), "; queries must be finite");
 }
 
 /// The sampled range of a request: the index's range for index-based

@@ -302,36 +302,14 @@ struct cuda_policy {
                                          std::is_same_v<Est, estimator::lsh>);
   }
 
-  // The reference's checks (executor/request.hpp) minus reading device
-  // memory, plus what this backend supports.
+  // The shared checks that need no access to device memory
+  // (executor/request.hpp), plus what this backend supports.
   template <class Est, class R>
   static void validate(const Est& est, const R& r, const decode_params& p, const R& first) {
-    est.validate();
-    p.validate();
-    detail::check_view(r.queries, "queries");
-    detail::check_view(r.keys, "keys");
-    detail::check_view(r.values, "values");
-    detail::check_view(r.output, "output");
+    detail::validate_request_shapes(est, r, p);
     const std::size_t hq = r.queries.rows, hk = r.keys.heads, d = r.queries.cols;
-    LSHATTN_REQUIRE(hq >= 1, shape_mismatch, "queries.rows", "queries.rows = ", hq, "; need at least one query head");
-    LSHATTN_REQUIRE(d >= 1 && d <= max_head_dim, invalid_argument, "queries.cols", "head_dim = ", d, " must be in 1..",
-                    max_head_dim);
-    LSHATTN_REQUIRE(hk >= 1 && hq % hk == 0, shape_mismatch, "keys.heads", "keys.heads = ", hk,
-                    " must divide queries.rows = ", hq, " (GQA)");
-    LSHATTN_REQUIRE(r.values.heads == hk, shape_mismatch, "values.heads", "values.heads = ", r.values.heads,
-                    " but keys.heads = ", hk);
-    LSHATTN_REQUIRE(r.keys.dim == d, shape_mismatch, "keys.dim", "keys.dim = ", r.keys.dim, " but queries.cols = ", d);
-    LSHATTN_REQUIRE(r.values.dim == d, shape_mismatch, "values.dim", "values.dim = ", r.values.dim,
-                    " but queries.cols = ", d);
-    LSHATTN_REQUIRE(r.keys.tokens >= 1, invalid_state, "keys.tokens", "the KV cache is empty (keys.tokens = 0)");
-    LSHATTN_REQUIRE(r.values.tokens == r.keys.tokens, shape_mismatch, "values.tokens", "values.tokens = ",
-                    r.values.tokens, " but keys.tokens = ", r.keys.tokens);
     LSHATTN_REQUIRE(r.keys.tokens <= 0xffffffffu, invalid_argument, "keys.tokens", "keys.tokens = ", r.keys.tokens,
                     " exceeds 2^32 - 1");
-    LSHATTN_REQUIRE(r.output.rows == hq && r.output.cols == d, shape_mismatch, "output", "output is ", r.output.rows,
-                    " x ", r.output.cols, " but must be ", hq, " x ", d);
-    LSHATTN_REQUIRE(r.lse.empty() || r.lse.size() == hq, shape_mismatch, "lse", "lse.size() = ", r.lse.size(),
-                    " must be 0 or queries.rows = ", hq);
     // Backend limits.
     LSHATTN_REQUIRE(r.std_error.empty() && r.ess.empty(), unsupported, "std_error",
                     "error bars (std_error, ess) are computed by the reference executor only");
@@ -352,17 +330,7 @@ struct cuda_policy {
     LSHATTN_REQUIRE(aligned(r.values.data, r.values.head_stride, r.values.token_stride), unsupported, "values",
                     "value rows must start on 16-byte boundaries (pointer and strides)");
     if constexpr (std::is_same_v<Est, estimator::lsh>) {
-      LSHATTN_REQUIRE(r.index != nullptr, invalid_argument, "index", "this estimator needs an index (index is null)");
-      LSHATTN_REQUIRE(r.index->built(), invalid_state, "index", "the index has not been built");
-      LSHATTN_REQUIRE(r.index->kv_heads() == hk, shape_mismatch, "index", "index.kv_heads() = ", r.index->kv_heads(),
-                      " but keys.heads = ", hk);
-      LSHATTN_REQUIRE(r.index->dim() == d, shape_mismatch, "index", "index.dim() = ", r.index->dim(),
-                      " but head_dim = ", d);
-      LSHATTN_REQUIRE(r.index->end() <= r.keys.tokens, shape_mismatch, "index", "the index covers tokens up to ",
-                      r.index->end(), " but the cache holds ", r.keys.tokens);
       const int L = r.index->family().tables();
-      const int m = est.m > 0 ? est.m : r.index->threshold();
-      LSHATTN_REQUIRE(m >= 1 && m <= L, invalid_argument, "m", "m = ", m, " must be in 1..L (L = ", L, ")");
       const auto& f0 = first.index->family();
       LSHATTN_REQUIRE(r.index->family().bits() == f0.bits() && L == f0.tables() &&
                           r.index->threshold() == first.index->threshold(),
