@@ -126,7 +126,7 @@ TEST_CASE("fp16: narrowing rounds to nearest even, subnormals, overflow to Inf, 
   MESSAGE("compared with F16C _cvtss_sh on " << hw_checked << " floats");
 }
 
-TEST_CASE("bf16: every bf16 widens exactly; narrowing rounds to nearest even") {
+TEST_CASE("bf16: every bf16 widens exactly, narrowing rounds to nearest even") {
   std::vector<double> table;  // magnitudes of 0x0000 .. 0x7f80 (the last is the overflow point 2^128)
   for (std::uint32_t b = 0; b < 0x7f80; ++b) table.push_back(static_cast<double>(bits_to_float(b << 16)));
   table.push_back(std::ldexp(1.0, 128));

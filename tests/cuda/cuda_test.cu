@@ -376,7 +376,7 @@ TEST_CASE("cuda decode: captured in a CUDA graph and replayed") {
   cudaStreamDestroy(s);
 }
 
-TEST_CASE("cuda decode: bad input throws before anything is written; CUDA errors become backend_failure") {
+TEST_CASE("cuda decode: bad input throws before anything is written, CUDA errors become backend_failure") {
   const std::size_t hq = 4, hk = 2, d = 128;
   batch_fixture<bf16, bf16> f({500}, hq, hk, d, 51);
   const auto req = f.dev_req(0, static_cast<const lsh_index<>*>(nullptr), nullptr);

@@ -135,7 +135,7 @@ TEST_CASE("reference: GQA and the sink/window split agree with a float64 dense r
   }
 }
 
-TEST_CASE("reference: base-2 LSE is the natural LSE / ln 2; outputs do not depend on the base") {
+TEST_CASE("reference: base-2 LSE is the natural LSE / ln 2 and outputs do not depend on the base") {
   const layer x(4, 2, 90, 16, 5);
   std::vector<float> o1(4 * 16), o2(4 * 16), l1(4), l2(4);
   decode_params p{4, 8};
@@ -178,7 +178,7 @@ TEST_CASE("reference: an explicit scale replaces 1/sqrt(d)") {
   }
 }
 
-TEST_CASE("reference: lsh over an index that covers part of a grown cache; the rest is dense") {
+TEST_CASE("reference: lsh over an index that covers part of a grown cache, the rest dense") {
   // Index over [4, 150); the cache has grown to 200: [150, 200) joins the dense
   // part. K = 1, L = 1024, m = 1 takes every indexed key (see the estimator
   // tests), so the result is full attention.
@@ -204,7 +204,7 @@ TEST_CASE("reference: lsh over an index that covers part of a grown cache; the r
   }
 }
 
-TEST_CASE("reference: stats counters add up and are never reset; batches equal single requests") {
+TEST_CASE("reference: stats counters add up and are never reset, batches equal single requests") {
   const layer a(4, 2, 120, 8, 9), b(4, 2, 61, 8, 10);
   const decode_params p{4, 16};
   std::vector<float> oa(32), ob(32), la(4), lb(4), sa(32), sb(32);

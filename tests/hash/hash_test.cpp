@@ -180,7 +180,7 @@ TEST_CASE("simhash: hash() == hash_batch() bit for bit, random and adversarial i
   CHECK(a == b);
 }
 
-TEST_CASE("simhash: hyperplanes come from the seed alone; zero maps to code 0") {
+TEST_CASE("simhash: hyperplanes come from the seed alone, zero maps to code 0") {
   const hash::simhash<> a(32, 10, 15, 1234), b(32, 10, 15, 1234), c(32, 10, 15, 1235);
   CHECK(std::equal(a.hyperplanes(), a.hyperplanes() + 32 * 150, b.hyperplanes()));
   CHECK(!std::equal(a.hyperplanes(), a.hyperplanes() + 32 * 150, c.hyperplanes()));

@@ -35,7 +35,7 @@ TEST_CASE("llm_like: deterministic for a seed, different across seeds, documente
   for (float x : a.keys) REQUIRE(std::isfinite(x));
 }
 
-TEST_CASE("llm_like: the common offset dominates the key mean; sinks and query sharpness as documented") {
+TEST_CASE("llm_like: the common offset dominates the key mean, sinks and query sharpness as documented") {
   workload::llm_like_params p;
   p.tokens = 2000, p.q_heads = 8, p.kv_heads = 2, p.dim = 64, p.clusters = 16;
   const auto w = workload::llm_like(p);
@@ -72,7 +72,7 @@ TEST_CASE("llm_like: the common offset dominates the key mean; sinks and query s
   (void)g;
 }
 
-TEST_CASE("anchor: deterministic; keys carry twice a shared offset; query norms as documented") {
+TEST_CASE("anchor: deterministic, keys carry twice a shared offset, query norms as documented") {
   workload::anchor_params p;
   p.tokens = 1500, p.q_heads = 16, p.kv_heads = 2, p.dim = 128;
   const auto a = workload::anchor(p), b = workload::anchor(p);
