@@ -1,8 +1,12 @@
 #pragma once
 #include <algorithm>
 #include <cmath>
+#include <vector>
+
+#include <Eigen/Core>
 
 #include "lshattn/collision/inclusion.hpp"
+#include "lshattn/collision/joint_inclusion.hpp"
 #include "lshattn/estimator/sample.hpp"
 
 namespace lshattn::estimator {
@@ -63,6 +67,60 @@ struct lsh {
         // A retrieved key has u > 0 in exact arithmetic; the floor keeps a
         // rounding-level cosine of -1 from turning into an infinite weight.
         out.log_pi[h * out.ids.size() + j_out] = std::log(std::max(u, std::numeric_limits<double>::min()));
+      }
+    }
+  }
+
+  /// The joint inclusion probabilities of the ids head h sampled (finite
+  /// ln pi, in the set's order), [k, k] row-major with pi_i on the diagonal:
+  /// the design's second-order probabilities, for the error bars
+  /// (quality/uncertainty.hpp). From the angles between the query and the two
+  /// centred keys and between the keys (collision/joint_inclusion.hpp, the
+  /// SimHash model); O(k^2 d). The marginals are computed as in sample().
+  template <class T, class I>
+  void joint_inclusion(const sample_context<T, I>& ctx, const sample_set& set, std::size_t h,
+                       std::vector<double>& out) const {
+    const I& index = *ctx.index;
+    const int threshold = m > 0 ? m : index.threshold();
+    const int K = index.family().bits(), L = index.family().tables();
+    const std::size_t d = ctx.keys.cols;
+    const auto mean = index.mean(ctx.kv_head);
+    const float* q = ctx.queries.row(h);
+    double qn = 0.0;
+    for (std::size_t j = 0; j < d; ++j) qn += static_cast<double>(q[j]) * q[j];
+    qn = std::sqrt(qn);
+    std::vector<double> x;  // the sampled centred keys, [k, d] row-major
+    std::vector<double> norm, theta, p, pi;  // per key: |x|, angle to q, table and set inclusion probabilities
+    for (std::size_t j = 0; j < set.ids.size(); ++j) {
+      if (set.log_pi_of(h, j) == -std::numeric_limits<double>::infinity()) continue;
+      const T* k = ctx.keys.row(set.ids[j]);
+      double dot = 0.0, kn = 0.0;
+      for (std::size_t c = 0; c < d; ++c) {
+        const double xc = static_cast<double>(to_float(k[c]) - mean[c]);
+        x.push_back(xc);
+        dot += static_cast<double>(q[c]) * xc;
+        kn += xc * xc;
+      }
+      norm.push_back(std::sqrt(kn));
+      const double c = collision::cosine(dot, qn, norm.back());
+      theta.push_back(std::acos(c));
+      p.push_back(index.family().table_collision_probability(c));
+      pi.push_back(collision::inclusion_probability(p.back(), L, threshold));
+    }
+    const std::size_t n = pi.size();
+    using row_major = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    const Eigen::Map<const row_major> X(x.data(), static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(d));
+    Eigen::VectorXd dots(static_cast<Eigen::Index>(n));
+    out.assign(n * n, 0.0);
+    for (std::size_t a = 0; a < n; ++a) {
+      out[a * n + a] = pi[a];
+      const auto rest = static_cast<Eigen::Index>(n - a - 1);
+      // Key a against every later key: one matrix-vector product.
+      dots.head(rest).noalias() = X.bottomRows(rest) * X.row(static_cast<Eigen::Index>(a)).transpose();
+      for (std::size_t b = a + 1; b < n; ++b) {
+        const double cab = collision::cosine(dots(static_cast<Eigen::Index>(b - a - 1)), norm[a], norm[b]);
+        const auto t = collision::table_outcomes_of_angles(theta[a], theta[b], std::acos(cab), p[a], p[b], K);
+        out[a * n + b] = out[b * n + a] = collision::joint_inclusion_probability(t, L, threshold, pi[a], pi[b]);
       }
     }
   }

@@ -43,6 +43,7 @@ struct reference_policy {
     estimator::sample_set set;
     quality::uncertainty_accumulator unc;
     std::vector<float> se(d);
+    std::vector<double> joint;  // pi_ik of one head's sampled keys (correlated designs only)
     for (std::size_t kh = 0; kh < hk; ++kh) {
       for (std::size_t g = 0; g < group; ++g)
         for (std::size_t j = 0; j < d; ++j) q[g * d + j] = to_float(r.queries(kh * group + g, j));
@@ -62,13 +63,18 @@ struct reference_policy {
         if (!r.lse.empty()) r.lse[h] = static_cast<float>(lse_in_base(lse_dense, p.base));
         if (!r.std_error.empty() || !r.ess.empty()) {
           // Error bars from the sampled terms, given the final o_hat and ln Z_hat.
-          unc.reset(o_dense.data(), d, lse_dense);
+          constexpr quality::sampling_design design = quality::design_of<Est>;
+          unc.reset(o_dense.data(), d, lse_dense, r.std_error.empty() ? quality::sampling_design::poisson : design);
           for (std::size_t j = 0; j < set.ids.size(); ++j) {
             const double lp = set.log_pi_of(g, j);
             if (lp == -std::numeric_limits<double>::infinity()) continue;
             unc.add(estimator::score(qh, r.keys.row(kh, set.ids[j]), d, scale), lp, r.values.row(kh, set.ids[j]));
           }
-          const double ess = unc.finish(quality::design_of<Est>, e - b, r.std_error.empty() ? nullptr : se.data());
+          // A correlated design's pair terms need its joint inclusion
+          // probabilities, over the ids head g sampled (in the order added).
+          if constexpr (design == quality::sampling_design::joint)
+            if (!r.std_error.empty()) est.joint_inclusion(ctx, set, g, joint);
+          const double ess = unc.finish(design, e - b, r.std_error.empty() ? nullptr : se.data(), joint);
           if (!r.std_error.empty())
             for (std::size_t j = 0; j < d; ++j) r.std_error(h, j) = se[j];
           if (!r.ess.empty()) r.ess[h] = static_cast<float>(ess);
