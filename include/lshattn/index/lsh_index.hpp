@@ -29,6 +29,7 @@
 #include "lshattn/core/view.hpp"
 #include "lshattn/hash/concepts.hpp"
 #include "lshattn/hash/simhash.hpp"
+#include "lshattn/index/common.hpp"
 
 namespace lshattn {
 
@@ -57,6 +58,25 @@ struct retrieval_workspace {
     ids.clear();
     counts.clear();
   }
+
+  /// Counts one collision of token `id` in the current query; the token
+  /// joins ids when its count reaches m (once: later collisions pass m).
+  void touch(std::uint32_t id, int m) {
+    if (stamp[id] != epoch) {
+      stamp[id] = epoch;
+      count[id] = 1;
+    } else {
+      ++count[id];
+    }
+    if (count[id] == m) ids.push_back(id);
+  }
+
+  /// Ends the query: ids ascending, counts[i] the collision count of ids[i].
+  void end_query() {
+    std::sort(ids.begin(), ids.end());
+    counts.resize(ids.size());
+    for (std::size_t i = 0; i < ids.size(); ++i) counts[i] = count[ids[i]];
+  }
 };
 
 /// LSH bucket tables for every KV head of one layer.
@@ -70,11 +90,10 @@ class lsh_index {
   lsh_index() = default;
   /// An empty index for kv_heads heads of head_dim dim. Throws naming the bad parameter.
   lsh_index(std::size_t dim, std::size_t kv_heads, const lsh_params& p)
-      : family_((p.validate(), dim), p.K, p.L, p.seed), heads_(check_heads(kv_heads)), m_(p.m) {}
+      : family_((p.validate(), dim), p.K, p.L, p.seed), heads_(detail::check_kv_heads(kv_heads)), m_(p.m) {}
   lsh_index(Family family, std::size_t kv_heads, int m)
-      : family_(std::move(family)), heads_(check_heads(kv_heads)), m_(m) {
-    LSHATTN_REQUIRE(m >= 1 && m <= family_.tables(), invalid_argument, "m", "m = ", m, " must be in 1..L (L = ",
-                    family_.tables(), ")");
+      : family_(std::move(family)), heads_(detail::check_kv_heads(kv_heads)), m_(m) {
+    detail::check_threshold(m, family_.tables());
   }
 
   [[nodiscard]] const Family& family() const noexcept { return family_; }
@@ -94,8 +113,7 @@ class lsh_index {
   [[nodiscard]] std::size_t tail_size() const noexcept { return end_ - csr_end_; }
   /// Merge the tail when it exceeds max(min_tail, size() * tail_fraction).
   void set_merge_policy(std::size_t min_tail, double tail_fraction) {
-    LSHATTN_REQUIRE(tail_fraction >= 0.0 && tail_fraction <= 1.0, invalid_argument, "tail_fraction",
-                    "tail_fraction = ", tail_fraction, " must be in [0, 1]");
+    detail::check_tail_fraction(tail_fraction);
     min_tail_ = min_tail;
     tail_fraction_ = tail_fraction;
   }
@@ -106,13 +124,12 @@ class lsh_index {
   /// then leaves the index unchanged.
   template <element_type T>
   void build(const cache_view<const T>& keys, std::size_t begin, std::size_t end) {
-    check_keys(keys, "keys");
-    LSHATTN_REQUIRE(begin <= end && end <= keys.tokens, invalid_argument, "range",
-                    "[begin, end) = [", begin, ", ", end, ") must lie within the cache's ", keys.tokens, " tokens");
-    LSHATTN_REQUIRE(end <= 0xffffffffu, invalid_argument, "end", "end = ", end, " exceeds 2^32 - 1 token positions");
-    check_finite(keys, begin, end);
+    detail::check_index_keys(keys, heads_, dim());
+    detail::check_index_range(begin, end, keys.tokens);
+    detail::check_finite_keys(keys, begin, end);
     std::vector<float> means(heads_ * dim());
-    for (std::size_t h = 0; h < heads_; ++h) mean_of(keys.head(h), begin, end, means.data() + h * dim());
+    for (std::size_t h = 0; h < heads_; ++h)
+      detail::chunked_key_mean(keys.head(h), begin, end, means.data() + h * dim());
     std::vector<head_tables> tables(heads_);
     std::vector<code_type> codes;
     for (std::size_t h = 0; h < heads_; ++h) {
@@ -131,13 +148,10 @@ class lsh_index {
   template <element_type T>
   void append(const cache_view<const T>& keys, std::size_t new_end) {
     LSHATTN_REQUIRE(built_, invalid_state, "index", "append() before build()");
-    check_keys(keys, "keys");
-    LSHATTN_REQUIRE(new_end >= end_ && new_end <= keys.tokens, invalid_argument, "new_end", "new_end = ", new_end,
-                    " must lie in [end() = ", end_, ", keys.tokens = ", keys.tokens, "]");
-    LSHATTN_REQUIRE(new_end <= 0xffffffffu, invalid_argument, "new_end", "new_end = ", new_end,
-                    " exceeds 2^32 - 1 token positions");
+    detail::check_index_keys(keys, heads_, dim());
+    detail::check_append_end(new_end, end_, keys.tokens);
     if (new_end == end_) return;
-    check_finite(keys, end_, new_end);
+    detail::check_finite_keys(keys, end_, new_end);
     // Hash every head first, then commit: a throw leaves the index as it was.
     std::vector<std::vector<code_type>> codes(heads_);
     for (std::size_t h = 0; h < heads_; ++h) hash_range(keys.head(h), means_.data() + h * dim(), end_, new_end, codes[h]);
@@ -205,8 +219,7 @@ class lsh_index {
   void query(std::size_t head, const float* q, int m, retrieval_workspace& ws) const {
     LSHATTN_REQUIRE(built_, invalid_state, "index", "query() before build()");
     LSHATTN_REQUIRE(head < heads_, invalid_argument, "head", "head = ", head, " must be < kv_heads = ", heads_);
-    LSHATTN_REQUIRE(m >= 1 && m <= family_.tables(), invalid_argument, "m", "m = ", m, " must be in 1..L (L = ",
-                    family_.tables(), ")");
+    detail::check_threshold(m, family_.tables());
     const std::size_t L = static_cast<std::size_t>(family_.tables());
     ws.query_codes.resize(L);
     if constexpr (std::is_same_v<code_type, std::uint32_t>) {
@@ -222,21 +235,12 @@ class lsh_index {
   /// Retrieval from precomputed query codes (codes[l], l < L).
   void collect(std::size_t head, const std::uint32_t* codes, int m, retrieval_workspace& ws) const {
     ws.begin_query(end_);
-    const auto touch = [&](std::uint32_t id) {
-      if (ws.stamp[id] != ws.epoch) {
-        ws.stamp[id] = ws.epoch;
-        ws.count[id] = 1;
-      } else {
-        ++ws.count[id];
-      }
-      if (ws.count[id] == m) ws.ids.push_back(id);
-    };
     const head_tables& ht = tables_[head];
     const std::size_t L = static_cast<std::size_t>(family_.tables());
     const std::size_t tail = tail_size();
     for (std::size_t l = 0; l < L; ++l) {
       const auto [lo, hi] = ht.tables[l].bucket(static_cast<code_type>(codes[l]));
-      for (std::uint32_t k = lo; k < hi; ++k) touch(ht.tables[l].ids[k]);
+      for (std::uint32_t k = lo; k < hi; ++k) ws.touch(ht.tables[l].ids[k], m);
     }
     // Tail tokens are not in the CSR arrays: count each one's collisions over
     // its L codes, stored contiguously.
@@ -249,9 +253,7 @@ class lsh_index {
       ws.count[id] = static_cast<std::uint16_t>(hits);
       if (hits >= static_cast<std::uint32_t>(m)) ws.ids.push_back(id);
     }
-    std::sort(ws.ids.begin(), ws.ids.end());
-    ws.counts.resize(ws.ids.size());
-    for (std::size_t i = 0; i < ws.ids.size(); ++i) ws.counts[i] = ws.count[ws.ids[i]];
+    ws.end_query();
   }
 
   /// Token positions in bucket `code` of table `l` of `head` (CSR part only), ascending.
@@ -298,47 +300,6 @@ class lsh_index {
     std::vector<table> tables;
     std::vector<code_type> tail;  // [tail_size()][L]: codes of the tokens not yet merged
   };
-
-  static std::size_t check_heads(std::size_t kv_heads) {
-    LSHATTN_REQUIRE(kv_heads >= 1, invalid_argument, "kv_heads", "kv_heads = ", kv_heads, " must be >= 1");
-    return kv_heads;
-  }
-  template <class T>
-  void check_keys(const cache_view<const T>& keys, const char* name) const {
-    detail::check_view(keys, name);
-    LSHATTN_REQUIRE(keys.heads == heads_, shape_mismatch, "keys.heads", "keys.heads = ", keys.heads,
-                    " but the index has kv_heads = ", heads_);
-    LSHATTN_REQUIRE(keys.dim == dim(), shape_mismatch, "keys.dim", "keys.dim = ", keys.dim,
-                    " but the index has head_dim = ", dim());
-  }
-  template <class T>
-  void check_finite(const cache_view<const T>& keys, std::size_t begin, std::size_t end) const {
-    for (std::size_t h = 0; h < heads_; ++h)
-      for (std::size_t t = begin; t < end; ++t) {
-        const T* r = keys.row(h, t);
-        for (std::size_t j = 0; j < keys.dim; ++j)
-          LSHATTN_REQUIRE(std::isfinite(to_float(r[j])), non_finite, "keys",
-                          "key of head ", h, " at token ", t, " has element ", j, " = ", to_float(r[j]),
-                          "; indexed keys must be finite");
-      }
-  }
-
-  // Mean in float64 in a fixed order (chunks of 256 tokens summed in order,
-  // then the chunk sums in order) so that any executor can reproduce it in
-  // parallel; rounded to float once.
-  template <class T>
-  void mean_of(const matrix_view<const T>& keys, std::size_t begin, std::size_t end, float* out) const {
-    const std::size_t d = dim();
-    std::vector<double> total(d, 0.0), chunk(d);
-    for (std::size_t c = begin; c < end; c += 256) {
-      std::fill(chunk.begin(), chunk.end(), 0.0);
-      for (std::size_t t = c; t < std::min(end, c + 256); ++t)
-        for (std::size_t j = 0; j < d; ++j) chunk[j] += static_cast<double>(to_float(keys(t, j)));
-      for (std::size_t j = 0; j < d; ++j) total[j] += chunk[j];
-    }
-    const double n = static_cast<double>(std::max<std::size_t>(end - begin, 1));
-    for (std::size_t j = 0; j < d; ++j) out[j] = static_cast<float>(total[j] / n);
-  }
 
   // Codes of tokens [begin, end), centred: codes[(t - begin) * L + l].
   template <class T>

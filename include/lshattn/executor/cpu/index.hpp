@@ -38,6 +38,7 @@
 #include "lshattn/executor/cpu/policy.hpp"
 #include "lshattn/hash/exact_sign.hpp"
 #include "lshattn/hash/simhash.hpp"
+#include "lshattn/index/common.hpp"
 #include "lshattn/index/lsh_index.hpp"
 
 namespace lshattn {
@@ -146,7 +147,7 @@ class cpu_index {
   cpu_index() = default;
   /// An empty index; K must be at most 16 (16-bit codes in the tail).
   cpu_index(std::size_t dim, std::size_t kv_heads, const lsh_params& p)
-      : family_((p.validate(), check_k(p.K), dim), p.K, p.L, p.seed), heads_(check_heads(kv_heads)), m_(p.m),
+      : family_((p.validate(), check_k(p.K), dim), p.K, p.L, p.seed), heads_(detail::check_kv_heads(kv_heads)), m_(p.m),
         plan_(family_) {
     make_lnu_table();
   }
@@ -167,8 +168,7 @@ class cpu_index {
   [[nodiscard]] const float* padded_mean(std::size_t head) const noexcept { return means_.data() + head * plan_.dpad; }
   [[nodiscard]] const executor::cpu_detail::lnu_table& lnu() const noexcept { return lnu_view_; }
   void set_merge_policy(std::size_t min_tail, double tail_fraction) {
-    LSHATTN_REQUIRE(tail_fraction >= 0.0 && tail_fraction <= 1.0, invalid_argument, "tail_fraction",
-                    "tail_fraction = ", tail_fraction, " must be in [0, 1]");
+    detail::check_tail_fraction(tail_fraction);
     min_tail_ = min_tail;
     tail_fraction_ = tail_fraction;
   }
@@ -178,14 +178,15 @@ class cpu_index {
   /// Throws on bad shapes, range or non-finite keys and leaves the index unchanged.
   template <element_type T>
   void build(const executor::cpu_policy& exec, const cache_view<const T>& keys, std::size_t begin, std::size_t end) {
-    check_keys(keys);
-    LSHATTN_REQUIRE(begin <= end && end <= keys.tokens, invalid_argument, "range", "[begin, end) = [", begin, ", ",
-                    end, ") must lie within the cache's ", keys.tokens, " tokens");
-    LSHATTN_REQUIRE(end <= 0xffffffffu, invalid_argument, "end", "end = ", end, " exceeds 2^32 - 1 token positions");
-    check_finite(keys, begin, end);
+    detail::check_index_keys(keys, heads_, dim());
+    detail::check_index_range(begin, end, keys.tokens);
+    detail::check_finite_keys(keys, begin, end);
     const auto& k = exec.kernels();
     std::vector<float> means(heads_ * plan_.dpad, 0.0f);
-    exec.parallel_for(heads_, [&](std::size_t h, std::size_t) { mean_of(keys.head(h), begin, end, &means[h * plan_.dpad]); });
+    // lsh_index's mean, so the centred keys, and hence the codes, are the same.
+    exec.parallel_for(heads_, [&](std::size_t h, std::size_t) {
+      detail::chunked_key_mean(keys.head(h), begin, end, &means[h * plan_.dpad]);
+    });
     std::vector<std::uint16_t> codes;
     hash_keys(exec, keys, begin, end, means.data(), codes);
     (void)k;
@@ -244,13 +245,10 @@ class cpu_index {
   template <element_type T>
   void append(const cache_view<const T>& keys, std::size_t new_end, const executor::cpu_policy& exec = {}) {
     LSHATTN_REQUIRE(built_, invalid_state, "index", "append() before build()");
-    check_keys(keys);
-    LSHATTN_REQUIRE(new_end >= end_ && new_end <= keys.tokens, invalid_argument, "new_end", "new_end = ", new_end,
-                    " must lie in [end() = ", end_, ", keys.tokens = ", keys.tokens, "]");
-    LSHATTN_REQUIRE(new_end <= 0xffffffffu, invalid_argument, "new_end", "new_end = ", new_end,
-                    " exceeds 2^32 - 1 token positions");
+    detail::check_index_keys(keys, heads_, dim());
+    detail::check_append_end(new_end, end_, keys.tokens);
     if (new_end == end_) return;
-    check_finite(keys, end_, new_end);
+    detail::check_finite_keys(keys, end_, new_end);
     const std::size_t L = static_cast<std::size_t>(family_.tables()), add = new_end - end_, old = tail_size();
     std::vector<std::uint16_t> codes;
     hash_keys(exec, keys, end_, new_end, means_.data(), codes);
@@ -308,8 +306,7 @@ class cpu_index {
   void query(std::size_t head, const float* q, int m, retrieval_workspace& ws) const {
     LSHATTN_REQUIRE(built_, invalid_state, "index", "query() before build()");
     LSHATTN_REQUIRE(head < heads_, invalid_argument, "head", "head = ", head, " must be < kv_heads = ", heads_);
-    LSHATTN_REQUIRE(m >= 1 && m <= family_.tables(), invalid_argument, "m", "m = ", m, " must be in 1..L (L = ",
-                    family_.tables(), ")");
+    detail::check_threshold(m, family_.tables());
     ws.query_codes.resize(static_cast<std::size_t>(family_.tables()));
     family_.hash(q, ws.query_codes.data());
     collect(head, ws.query_codes.data(), m, ws);
@@ -317,19 +314,8 @@ class cpu_index {
   /// Retrieval from precomputed query codes.
   void collect(std::size_t head, const std::uint32_t* codes, int m, retrieval_workspace& ws) const {
     ws.begin_query(end_);
-    const auto touch = [&](std::uint32_t id) {
-      if (ws.stamp[id] != ws.epoch) {
-        ws.stamp[id] = ws.epoch;
-        ws.count[id] = 1;
-      } else {
-        ++ws.count[id];
-      }
-      if (ws.count[id] == m) ws.ids.push_back(id);
-    };
-    for_each_candidate(head, codes, [&](std::size_t, std::uint32_t token) { touch(token); });
-    std::sort(ws.ids.begin(), ws.ids.end());
-    ws.counts.resize(ws.ids.size());
-    for (std::size_t i = 0; i < ws.ids.size(); ++i) ws.counts[i] = ws.count[ws.ids[i]];
+    for_each_candidate(head, codes, [&](std::size_t, std::uint32_t token) { ws.touch(token, m); });
+    ws.end_query();
   }
 
   /// Number of retrieval blocks: CSR blocks plus one for the tail when it is not empty.
@@ -435,45 +421,6 @@ class cpu_index {
   static int check_k(int K) {
     LSHATTN_REQUIRE(K <= 16, invalid_argument, "K", "K = ", K, " must be <= 16 for cpu_index (16-bit codes)");
     return K;
-  }
-  static std::size_t check_heads(std::size_t kv_heads) {
-    LSHATTN_REQUIRE(kv_heads >= 1, invalid_argument, "kv_heads", "kv_heads = ", kv_heads, " must be >= 1");
-    return kv_heads;
-  }
-  template <class T>
-  void check_keys(const cache_view<const T>& keys) const {
-    detail::check_view(keys, "keys");
-    LSHATTN_REQUIRE(keys.heads == heads_, shape_mismatch, "keys.heads", "keys.heads = ", keys.heads,
-                    " but the index has kv_heads = ", heads_);
-    LSHATTN_REQUIRE(keys.dim == dim(), shape_mismatch, "keys.dim", "keys.dim = ", keys.dim,
-                    " but the index has head_dim = ", dim());
-  }
-  template <class T>
-  void check_finite(const cache_view<const T>& keys, std::size_t begin, std::size_t end) const {
-    for (std::size_t h = 0; h < heads_; ++h)
-      for (std::size_t t = begin; t < end; ++t) {
-        const T* r = keys.row(h, t);
-        for (std::size_t j = 0; j < keys.dim; ++j)
-          LSHATTN_REQUIRE(std::isfinite(to_float(r[j])), non_finite, "keys", "key of head ", h, " at token ", t,
-                          " has element ", j, " = ", to_float(r[j]), "; indexed keys must be finite");
-      }
-  }
-  // lsh_index's mean: float64 sums over chunks of 256 tokens in order, so the
-  // centred keys, and hence the codes, are the same.
-  template <class T>
-  void mean_of(const matrix_view<const T>& keys, std::size_t begin, std::size_t end, float* out) const {
-    const std::size_t d = dim();
-    std::vector<double> total(d, 0.0), chunk(d);
-    for (std::size_t c = begin; c < end; c += 256) {
-      std::fill(chunk.begin(), chunk.end(), 0.0);
-      for (std::size_t t = c; t < std::min(end, c + 256); ++t) {
-        const T* r = keys.row(t);
-        for (std::size_t j = 0; j < d; ++j) chunk[j] += static_cast<double>(to_float(r[j]));
-      }
-      for (std::size_t j = 0; j < d; ++j) total[j] += chunk[j];
-    }
-    const double n = static_cast<double>(std::max<std::size_t>(end - begin, 1));
-    for (std::size_t j = 0; j < d; ++j) out[j] = static_cast<float>(total[j] / n);
   }
 
   [[nodiscard]] std::size_t csr_blocks() const noexcept { return (csr_end_ - begin_ + block_tokens - 1) / block_tokens; }
