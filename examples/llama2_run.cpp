@@ -24,6 +24,7 @@
 #include <string>
 
 #include "llama2/model.hpp"
+#include "support/args.hpp"
 
 namespace {
 
@@ -170,12 +171,11 @@ int sweep(const options& o, const llama2::weights& w, const llama2::tokenizer& t
 int main(int argc, char** argv) {
   try {
     options o;
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      auto next = [&]() -> std::string {
-        if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-        return argv[++i];
-      };
+    const char* usage =
+        "usage: llama2_run [--data DIR] [--prompt TEXT] [--steps N] [--method exact|lsh|topk|uniform|oracle]\n"
+        "                  [--K K --L L --m M] [--k KEYS] [--seed S] [--sink S --window W]\n"
+        "       llama2_run --sweep OUT.csv [--text FILE] [--seeds N] [--data DIR]";
+    const bool run = lshattn_examples::parse_args(argc, argv, usage, [&](const std::string& a, const auto& next) {
       if (a == "--data") o.data = next();
       else if (a == "--prompt") o.prompt = next();
       else if (a == "--steps") o.steps = std::stoi(next());
@@ -190,15 +190,10 @@ int main(int argc, char** argv) {
       else if (a == "--window") o.window = std::stoul(next());
       else if (a == "--sweep") o.sweep = next();
       else if (a == "--text") o.text = next();
-      else if (a == "--help" || a == "-h") {
-        std::puts("usage: llama2_run [--data DIR] [--prompt TEXT] [--steps N] [--method exact|lsh|topk|uniform|oracle]\n"
-                  "                  [--K K --L L --m M] [--k KEYS] [--seed S] [--sink S --window W]\n"
-                  "       llama2_run --sweep OUT.csv [--text FILE] [--seeds N] [--data DIR]");
-        return 0;
-      } else {
-        throw std::runtime_error("unknown option " + a + " (try --help)");
-      }
-    }
+      else return false;
+      return true;
+    });
+    if (!run) return 0;
     const auto w = llama2::load_weights(o.data + "/stories260K.bin");
     const auto tok = llama2::tokenizer::load(o.data + "/tok512.bin", w.cfg.vocab_size);
     if (!o.sweep.empty()) return sweep(o, w, tok);

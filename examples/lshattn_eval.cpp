@@ -43,6 +43,7 @@
 #include <lshattn/tuner/tuner.hpp>
 
 #include "quality/npy.hpp"
+#include "support/args.hpp"
 
 namespace {
 
@@ -467,12 +468,11 @@ void write_charts(const options& o, const std::vector<std::string>& sets) {
 int main(int argc, char** argv) {
   try {
     options o;
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      auto next = [&]() -> std::string {
-        if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-        return argv[++i];
-      };
+    const char* usage =
+        "usage: lshattn_eval [--data DIR] [--out DIR] [--sets glove:N,synthetic:N] [--queries Q] [--seeds S]\n"
+        "                    [--threads T] [--grid K:L:m,...] [--budgets f1,f2,...] [--no-charts] [--append]\n"
+        "                    [--target-error E] [--tune-only]";
+    const bool run = lshattn_examples::parse_args(argc, argv, usage, [&](const std::string& a, const auto& next) {
       if (a == "--data") o.data = next();
       else if (a == "--out") o.out = next();
       else if (a == "--sets") o.sets = next();
@@ -486,15 +486,10 @@ int main(int argc, char** argv) {
       else if (a == "--tune-only") o.tune_only = true;
       else if (a == "--per-query") o.per_query = next();
       else if (a == "--target-error") o.target_error = std::stod(next());
-      else if (a == "--help" || a == "-h") {
-        std::puts("usage: lshattn_eval [--data DIR] [--out DIR] [--sets glove:N,synthetic:N] [--queries Q] [--seeds S]\n"
-                  "                    [--threads T] [--grid K:L:m,...] [--budgets f1,f2,...] [--no-charts] [--append]\n"
-                  "                    [--target-error E] [--tune-only]");
-        return 0;
-      } else {
-        throw std::runtime_error("unknown option " + a + " (try --help)");
-      }
-    }
+      else return false;
+      return true;
+    });
+    if (!run) return 0;
     if (o.tune_only) {
       for (const auto& spec : split(o.sets, ',')) {
         const auto f = split(spec, ':');
