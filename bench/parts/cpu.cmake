@@ -4,12 +4,20 @@
 if(TARGET cpu_decode)
   if(TARGET lshattn::cpu)
     target_link_libraries(cpu_decode PRIVATE lshattn::cpu)
-    target_sources(cpu_decode PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/parts/cpu_eigen_avx2.cpp
-                                      ${CMAKE_CURRENT_SOURCE_DIR}/parts/cpu_eigen_avx512.cpp)
-    set_source_files_properties(${CMAKE_CURRENT_SOURCE_DIR}/parts/cpu_eigen_avx2.cpp PROPERTIES
-      COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
-    set_source_files_properties(${CMAKE_CURRENT_SOURCE_DIR}/parts/cpu_eigen_avx512.cpp PROPERTIES
-      COMPILE_OPTIONS "-mavx512f;-mavx512cd;-mavx512bw;-mavx512dq;-mavx512vl;-mavx2;-mfma;-mf16c;-Wno-maybe-uninitialized")
+    # The two copies come from one source, parts/cpu_eigen.cpp, compiled once
+    # per instruction set (an object library each: a source file has one set
+    # of flags per target) with that ISA's flags; LSHATTN_BENCH_EIGEN_ISA names
+    # the function it defines, lshattn_bench::eigen_gemm_<isa>.
+    set(_lshattn_bench_eigen_avx2 -mavx2 -mfma -mf16c)
+    set(_lshattn_bench_eigen_avx512 -mavx512f -mavx512cd -mavx512bw -mavx512dq -mavx512vl -mavx2 -mfma -mf16c
+        -Wno-maybe-uninitialized)
+    foreach(isa IN ITEMS avx2 avx512)
+      add_library(cpu_decode_eigen_${isa} OBJECT ${CMAKE_CURRENT_SOURCE_DIR}/parts/cpu_eigen.cpp)
+      target_link_libraries(cpu_decode_eigen_${isa} PRIVATE lshattn::lshattn)
+      target_compile_definitions(cpu_decode_eigen_${isa} PRIVATE LSHATTN_BENCH_EIGEN_ISA=${isa})
+      target_compile_options(cpu_decode_eigen_${isa} PRIVATE ${_lshattn_bench_eigen_${isa}})
+      target_sources(cpu_decode PRIVATE $<TARGET_OBJECTS:cpu_decode_eigen_${isa}>)
+    endforeach()
   else()
     set_target_properties(cpu_decode PROPERTIES EXCLUDE_FROM_ALL ON)
   endif()
