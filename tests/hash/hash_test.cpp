@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "conformance.hpp"
+#include "expect_error.hpp"
 #include "lshattn/hash/concepts.hpp"
 #include "lshattn/hash/exact_sign.hpp"
 
@@ -217,14 +218,7 @@ TEST_CASE("simhash: hyperplanes come from the seed alone, zero maps to code 0") 
 
 TEST_CASE("simhash: bad dim, K and L throw naming the argument") {
   const auto expect = [](auto&& f, const std::string& arg, const std::string& fragment) {
-    try {
-      f();
-      FAIL("no throw for " << arg);
-    } catch (const error& e) {
-      CHECK(e.code() == errc::invalid_argument);
-      CHECK(e.argument() == arg);
-      CHECK(std::string(e.what()).find(fragment) != std::string::npos);
-    }
+    test::expect_error(f, errc::invalid_argument, arg, fragment);
   };
   expect([] { hash::simhash<>(0, 10, 10, 1); }, "dim", "dim = 0");
   expect([] { hash::simhash<>(max_head_dim + 1, 10, 10, 1); }, "dim", "dim = " + std::to_string(max_head_dim + 1));

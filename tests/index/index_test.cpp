@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "expect_error.hpp"
 #include "lshattn/decode.hpp"
 #include "lshattn/estimator/lsh.hpp"
 #include "lshattn/executor/reference.hpp"
@@ -65,16 +66,7 @@ void brute_retrieve(const hash::simhash<>& f, const std::vector<std::uint32_t>& 
   }
 }
 
-template <class F>
-void expect_error(F&& f, errc code, const std::string& arg) {
-  try {
-    f();
-    FAIL("no throw for " << arg);
-  } catch (const error& e) {
-    CHECK(e.code() == code);
-    CHECK(e.argument() == arg);
-  }
-}
+using test::expect_error;
 
 }  // namespace
 

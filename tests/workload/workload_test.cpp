@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "expect_error.hpp"
+
 using namespace lshattn;
 
 namespace {
@@ -107,15 +109,7 @@ TEST_CASE("anchor: deterministic, keys carry twice a shared offset, query norms 
 }
 
 TEST_CASE("workloads reject bad shapes naming the argument") {
-  const auto expect = [](auto&& f, const std::string& arg) {
-    try {
-      f();
-      FAIL("no throw for " << arg);
-    } catch (const error& e) {
-      CHECK(e.code() == errc::invalid_argument);
-      CHECK(e.argument() == arg);
-    }
-  };
+  const auto expect = [](auto&& f, const std::string& arg) { test::expect_error(f, errc::invalid_argument, arg); };
   workload::llm_like_params p;
   p.tokens = 0;
   expect([&] { workload::llm_like(p); }, "tokens");
