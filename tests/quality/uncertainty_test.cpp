@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <lshattn/lshattn.hpp>
 #include <vector>
 
@@ -26,6 +27,14 @@
 // (the bias of o_hat is negligible here). Its standard error over independent
 // trials is the ratio estimator's, sqrt(sum_t (err_t^2 - R se_t^2)^2) /
 // sum_t se_t^2 (delta method); checked at 3 standard errors.
+//
+// An unbiased but estimated variance still covers less than 95%: o_hat / se
+// is studentised, and with se^2 ~ sigma^2 chi2_nu / nu (independent of a
+// normal error) the coverage of +- 1.96 se is P(|t_nu| <= 1.96), nu = 2 /
+// CV^2(se^2) (Satterthwaite). LSH's pair terms make se noisier than the
+// Poisson form's (nu about 30 on GloVe), so its coverage is checked against
+// that expected rate, with nu measured per element over the same trials, at
+// the same 3 binomial standard errors.
 
 using namespace lshattn;
 
@@ -50,12 +59,28 @@ struct coverage_result {
   double rate = 0.0;   // fraction of trials whose interval covered
   double ratio = 0.0;  // R = sum err^2 / sum se^2
   double ratio_se = 0.0;
+  double nu = 0.0;      // Satterthwaite degrees of freedom of se^2
+  double t_rate = 0.0;  // P(|t_nu| <= 1.96)
 };
+
+// P(|t_nu| <= x) by the trapezoid rule on the density (error far below 1e-6 with 20000 steps).
+double student_t_central(double nu, double x) {
+  const int N = 20000;
+  const double h = x / N;
+  const double lc = std::lgamma((nu + 1) / 2) - std::lgamma(nu / 2) - 0.5 * std::log(nu * 3.14159265358979323846);
+  double sum = 0.0;
+  for (int i = 0; i <= N; ++i) {
+    const double t = i * h;
+    sum += (i == 0 || i == N ? 0.5 : 1.0) * std::exp(lc - (nu + 1) / 2 * std::log1p(t * t / nu));
+  }
+  return 2.0 * sum * h;
+}
 
 // run(t, request) performs trial t's decode into the request's output and std_error.
 coverage_result coverage(const problem& p, int T, const std::function<void(int, decode_request<float, float>&)>& run) {
   std::vector<float> out(p.d), se(p.d), ess(1);
   std::vector<double> err2, se2;
+  std::vector<double> m2(p.d, 0.0), m4(p.d, 0.0);  // per element: sums of se^2 and se^4 over trials
   int covered = 0;
   for (int t = 0; t < T; ++t) {
     std::fill(out.begin(), out.end(), std::nanf(""));  // poisoned: unwritten elements show
@@ -73,6 +98,11 @@ coverage_result coverage(const problem& p, int T, const std::function<void(int, 
     covered += std::abs(e) <= 1.96 * se[j] ? 1 : 0;
     err2.push_back(e * e);
     se2.push_back(static_cast<double>(se[j]) * se[j]);
+    for (std::size_t c = 0; c < p.d; ++c) {
+      const double v = static_cast<double>(se[c]) * se[c];
+      m2[c] += v;
+      m4[c] += v * v;
+    }
   }
   coverage_result c;
   c.rate = static_cast<double>(covered) / T;
@@ -88,6 +118,13 @@ coverage_result coverage(const problem& p, int T, const std::function<void(int, 
     dev += r * r;
   }
   c.ratio_se = std::sqrt(dev) / b;
+  double cv2 = 0.0;
+  for (std::size_t k = 0; k < p.d; ++k) {
+    const double mean = m2[k] / T, var = m4[k] / T - mean * mean;
+    cv2 += mean > 0.0 ? var / (mean * mean) / static_cast<double>(p.d) : 0.0;
+  }
+  c.nu = cv2 > 0.0 ? 2.0 / cv2 : std::numeric_limits<double>::infinity();
+  c.t_rate = std::isfinite(c.nu) ? student_t_central(c.nu, 1.96) : 0.95;
   return c;
 }
 
@@ -97,6 +134,11 @@ void check_calibrated(double rate, int T) {
   CHECK(rate <= 0.95 + 3 * sd);
 }
 void check_unbiased_variance(const coverage_result& c) { CHECK(std::fabs(c.ratio - 1.0) <= 3.0 * c.ratio_se); }
+void check_studentised(const coverage_result& c, int T) {
+  const double sd = std::sqrt(c.t_rate * (1.0 - c.t_rate) / T);
+  CHECK(c.rate >= c.t_rate - 3 * sd);
+  CHECK(c.rate <= c.t_rate + 3 * sd);
+}
 
 // Isotropic synthetic: keys, values N(0, I); query of norm sigma * sqrt(d) so
 // that scores are N(0, sigma^2): softmax weights log-normal, ESS ~ n e^{-sigma^2}.
@@ -328,8 +370,10 @@ TEST_CASE("error bars: 95% coverage, uniform (SRS), synthetic") { run_uniform(is
 TEST_CASE("error bars: 95% coverage, LSH, isotropic synthetic") {
   // K=4, L=10, m=2: u(0) ~ 0.13, about 130 keys of 1024 sampled.
   const coverage_result c = run_lsh(isotropic(1024, 16, 1.0), lsh_params{4, 10, 2, 0});
-  MESSAGE("lsh coverage ", c.rate, ", MSE / E[se^2] ", c.ratio, " +- ", c.ratio_se);
+  MESSAGE("lsh coverage ", c.rate, ", MSE / E[se^2] ", c.ratio, " +- ", c.ratio_se, ", nu ", c.nu,
+          ", studentised target ", c.t_rate);
   check_calibrated(c.rate, T);
+  check_studentised(c, T);
   check_unbiased_variance(c);
 }
 TEST_CASE("error bars: 95% coverage, oracle sampling, GloVe") { run_oracle(glove(2048, 5000, 4.0), 150); }
@@ -338,9 +382,14 @@ TEST_CASE("error bars: 95% coverage, LSH, GloVe (pair terms)") {
   // Real word vectors cluster: words near the query share hyperplane sides
   // and are retrieved together, and their residuals share a sign. The pair
   // terms of the HT variance account for it (docs/quality.md).
+  // Measured: coverage 0.930, nu 32 (expected 0.941), R 1.05 +- 0.05. The
+  // nominal band (0.929 to 0.971) is met too but only at its edge, so the
+  // case asserts the studentised target, which is what theory predicts for
+  // an unbiased variance estimate this noisy (see the top of this file).
   const coverage_result c = run_lsh(glove(2048, 5000, 4.0), lsh_params{4, 10, 2, 0});
-  MESSAGE("lsh coverage on GloVe ", c.rate, ", MSE / E[se^2] ", c.ratio, " +- ", c.ratio_se);
-  check_calibrated(c.rate, T);
+  MESSAGE("lsh coverage on GloVe ", c.rate, ", MSE / E[se^2] ", c.ratio, " +- ", c.ratio_se, ", nu ", c.nu,
+          ", studentised target ", c.t_rate);
+  check_studentised(c, T);
   check_unbiased_variance(c);
 }
 TEST_CASE("error bars: LSH on GloVe, the Poisson form alone undercovers") {
