@@ -38,7 +38,9 @@ namespace lshattn::executor {
 namespace cpu_detail {
 
 inline constexpr std::size_t dense_chunk = 4096;   // tokens per dense job
-inline constexpr std::size_t sample_chunk = 1024;  // rows per sampled job
+// Rows per sampled job: a union of 8K rows per KV head is then 16 jobs, so a
+// batch of one request spreads over 16+ threads in pieces of ~25 us.
+inline constexpr std::size_t sample_chunk = 512;
 inline constexpr std::size_t max_group = 64;       // heads per attention job (membership masks are 64-bit)
 
 /// One (request, KV head) of a decode step and what phase A produced for it.
@@ -74,6 +76,7 @@ struct decode_workspace {
   std::vector<unit> units;
   std::vector<block_job> blocks;
   std::vector<attend_part> parts;
+  std::vector<std::size_t> unit_parts;  // parts of unit u: [unit_parts[u], unit_parts[u + 1])
   std::vector<float> state;
   static decode_workspace& local() {
     thread_local decode_workspace w;
@@ -200,8 +203,10 @@ void cpu_policy::decode(const Est& est, const decode_params& p,
 
   // C. Attention jobs.
   ws.parts.clear();
+  ws.unit_parts.assign(n_units + 1, 0);
   std::size_t slots = 0;
   for (std::size_t u = 0; u < n_units; ++u) {
+    ws.unit_parts[u] = ws.parts.size();
     const unit& un = ws.units[u];
     const std::size_t n = batch[un.req].keys.tokens, dp = padded(un.dim);
     for (std::size_t h0 = 0; h0 < un.group; h0 += max_group) {
@@ -227,6 +232,7 @@ void cpu_policy::decode(const Est& est, const decode_params& p,
       }
     }
   }
+  ws.unit_parts[n_units] = ws.parts.size();
   if (ws.state.size() < slots) ws.state.resize(slots);
   parallel_for(ws.parts.size(), [&](std::size_t j, std::size_t) {
     const attend_part& pt = ws.parts[j];
@@ -270,14 +276,13 @@ void cpu_policy::decode(const Est& est, const decode_params& p,
     k.attend[static_cast<int>(dtype_of<TK>)][static_cast<int>(dtype_of<TV>)](job);
   });
 
-  // D. Merge the partial states of each query head, in job order.
-  std::size_t first_part = 0;
-  for (std::size_t u = 0; u < n_units; ++u) {
+  // D. Merge the partial states of each query head, in job order; units in
+  // parallel (each writes only its own heads' output rows).
+  parallel_for(n_units, [&](std::size_t u, std::size_t) {
     const unit& un = ws.units[u];
     const auto& r = batch[un.req];
-    const std::size_t d = un.dim, dp = padded(d), n = r.keys.tokens;
-    std::size_t last = first_part;
-    while (last < ws.parts.size() && ws.parts[last].unit == u) ++last;
+    const std::size_t d = un.dim, dp = padded(d);
+    const std::size_t first_part = ws.unit_parts[u], last = ws.unit_parts[u + 1];
     thread_local std::vector<double> o, o2;
     o.resize(d);
     o2.resize(d);
@@ -299,13 +304,17 @@ void cpu_policy::decode(const Est& est, const decode_params& p,
       for (std::size_t c = 0; c < d; ++c) r.output(qh, c) = static_cast<float>(o[c]);
       if (!r.lse.empty()) r.lse[qh] = static_cast<float>(lse_in_base(lse, p.base));
     }
+  });
+  for (std::size_t u = 0; u < n_units; ++u) {
+    const unit& un = ws.units[u];
+    const auto& r = batch[un.req];
+    const std::size_t n = r.keys.tokens;
     if (r.stats) {
       r.stats->dense_keys += un.group * (un.begin + (n - un.end));
       r.stats->sampled_range += un.group * (un.end - un.begin);
       r.stats->sampled_keys += un.sampled_keys;
       r.stats->union_keys += un.union_keys;
     }
-    first_part = last;
   }
 }
 

@@ -28,7 +28,12 @@
 #include <limits>
 #include <new>
 #include <span>
+#include <utility>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "lshattn/collision/inclusion.hpp"
 #include "lshattn/core/error.hpp"
@@ -56,6 +61,49 @@ struct aligned_allocator {
   void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t{64}); }
   template <class U>
   bool operator==(const aligned_allocator<U>&) const noexcept { return true; }
+};
+
+/// Storage of the index's tables: 2 MiB aligned and, on Linux, advised into
+/// transparent huge pages. Retrieval reads a few cache lines at random places
+/// of hundreds of MB (one directory entry and one bucket per table and query
+/// head); with 4 KiB pages nearly every one of them is also a TLB miss, and a
+/// page walk (a two-level one under virtualisation) costs more than the line.
+template <class T>
+struct table_allocator {
+  using value_type = T;
+  static constexpr std::size_t huge = std::size_t{1} << 21;
+  table_allocator() = default;
+  template <class U>
+  table_allocator(const table_allocator<U>&) noexcept {}
+  T* allocate(std::size_t n) {
+    const std::size_t bytes = n * sizeof(T);
+    if (bytes < huge) return static_cast<T*>(::operator new(bytes, std::align_val_t{64}));
+    const std::size_t rounded = (bytes + huge - 1) / huge * huge;
+    void* p = ::operator new(rounded, std::align_val_t{huge});
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    ::madvise(p, rounded, MADV_HUGEPAGE);  // advice only: failure leaves 4 KiB pages
+#endif
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, std::size_t n) noexcept {
+    const std::size_t bytes = n * sizeof(T);
+    if (bytes < huge) ::operator delete(p, std::align_val_t{64});
+    else ::operator delete(p, std::align_val_t{huge});
+  }
+  /// Elements are left uninitialised by resize(): the table builders write
+  /// every one, in parallel, so the pages are first touched (faulted in and
+  /// zeroed by the kernel) by the threads that fill them, not by one thread
+  /// clearing hundreds of MB before the build starts.
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+  template <class U>
+  bool operator==(const table_allocator<U>&) const noexcept { return true; }
 };
 
 /// The hyperplanes laid out for the GEMM kernel plus the per-plane rounding
@@ -124,6 +172,8 @@ struct hash_plan {
 struct cpu_scratch {
   std::vector<float> X, C, norms;
   std::vector<std::uint32_t> cnt, slot;  // block-local: epoch-stamped counts and union slots
+  std::vector<std::uint32_t> span;       // retrieval: [group][L] bucket bounds (lo, hi) in a block's ids
+  std::vector<std::uint16_t> hits;       // retrieval: block-local ids whose count reached m, in order
   std::uint32_t epoch = 0, union_epoch = 0;
   std::vector<std::uint16_t> tail_cnt;
   static cpu_scratch& local() {
@@ -355,6 +405,28 @@ class cpu_index {
       out_member[base + (sl & 0xffffu)] |= std::uint64_t{1} << g;
     };
     const std::uint32_t target = static_cast<std::uint32_t>(m);
+    // The bucket walks are independent cache misses (a directory entry, then
+    // the bucket, in tables of ~20 MB per block and head); walked one after
+    // the other they cost two memory latencies each. So: all directory
+    // entries are requested first, then every bucket's bounds read, then the
+    // buckets counted with the bucket `ahead` tables on requested.
+    constexpr std::size_t ahead = 8;
+    if (b < csr_blocks()) {
+      const std::uint16_t* dir = tables_[head].dir.data() + dir_offset(b, 0);
+      const std::size_t B = family_.buckets();
+      for (std::size_t g = 0; g < group; ++g)
+        for (std::size_t l = 0; l < L; ++l) prefetch_line(dir + l * B + codes[g * L + l]);
+      s.span.resize(group * L * 2);
+      for (std::size_t g = 0; g < group; ++g)
+        for (std::size_t l = 0; l < L; ++l) {
+          const std::size_t c = codes[g * L + l];
+          const std::uint16_t* d = dir + l * B;
+          s.span[(g * L + l) * 2] = static_cast<std::uint32_t>(l * len + d[c]);
+          s.span[(g * L + l) * 2 + 1] = static_cast<std::uint32_t>(l * len + (c + 1 < B ? d[c + 1] : len));
+        }
+      const std::uint16_t* ids = tables_[head].ids.data() + ids_offset(b, 0, len);
+      for (std::size_t t = 0; t < std::min(ahead, group * L); ++t) prefetch_span(ids, s.span.data() + 2 * t);
+    }
     for (std::size_t g = 0; g < group; ++g) {
       const std::uint32_t* qc = codes + g * L;
       if (++s.epoch == (1u << 19)) {  // 19-bit count epochs above 13-bit counts
@@ -363,20 +435,28 @@ class cpu_index {
       }
       const std::uint32_t ep = s.epoch << 13;
       if (b < csr_blocks()) {
-        const head_tables& ht = tables_[head];
-        const std::size_t B = family_.buckets();
+        const std::uint16_t* ids = tables_[head].ids.data() + ids_offset(b, 0, len);
+        const std::uint32_t* sp = s.span.data() + g * L * 2;
+        std::uint32_t* cnt = s.cnt.data();
+        std::size_t walked = 0;
+        for (std::size_t l = 0; l < L; ++l) walked += sp[2 * l + 1] - sp[2 * l];
+        if (s.hits.size() < walked + 1) s.hits.resize(walked + 1);
+        // Branch-free: every id is written to hits, and kept when its count
+        // just reached m (~10% of ids: a branch on it would mispredict often).
+        std::uint16_t* hits = s.hits.data();
+        std::size_t n_hits = 0;
         for (std::size_t l = 0; l < L; ++l) {
-          const std::uint16_t* ids = ht.ids.data() + ids_offset(b, l, len);
-          const std::uint16_t* dir = ht.dir.data() + dir_offset(b, l);
-          const std::size_t c = qc[l], lo = dir[c], hi = c + 1 < B ? dir[c + 1] : len;
-          for (std::size_t i = lo; i < hi; ++i) {
+          if (g * L + l + ahead < group * L) prefetch_span(ids, sp + 2 * (l + ahead));
+          for (std::size_t i = sp[2 * l]; i < sp[2 * l + 1]; ++i) {
             const std::uint32_t id = ids[i];
-            std::uint32_t w = s.cnt[id];
+            std::uint32_t w = cnt[id];
             w = (w & 0xffffe000u) == ep ? w + 1 : ep + 1;
-            s.cnt[id] = w;
-            if ((w & 0x1fffu) == target) add(id, g);
+            cnt[id] = w;
+            hits[n_hits] = static_cast<std::uint16_t>(id);
+            n_hits += (w & 0x1fffu) == target;
           }
         }
+        for (std::size_t i = 0; i < n_hits; ++i) add(hits[i], g);
       } else {
         const std::uint16_t* tail = tables_[head].tail.data();
         s.tail_cnt.assign(len, 0);
@@ -412,9 +492,10 @@ class cpu_index {
   }
 
  private:
+  using table_vector = std::vector<std::uint16_t, executor::cpu_detail::table_allocator<std::uint16_t>>;
   struct head_tables {
-    std::vector<std::uint16_t> ids;   // [block][L][block length]
-    std::vector<std::uint16_t> dir;   // [block][L][2^K]
+    table_vector ids;                 // [block][L][block length]
+    table_vector dir;                 // [block][L][2^K]
     std::vector<std::uint16_t> tail;  // [L][tail]
   };
 
@@ -432,6 +513,19 @@ class cpu_index {
   }
   [[nodiscard]] std::size_t dir_offset(std::size_t b, std::size_t l) const noexcept {
     return (b * static_cast<std::size_t>(family_.tables()) + l) * family_.buckets();
+  }
+
+  static void prefetch_line(const void* p) noexcept {
+#if defined(__GNUC__)
+    // asm, not __builtin_prefetch: GCC may delete a loop of the builtin as dead code.
+    __asm__ volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
+#endif
+  }
+  // The cache lines of ids[sp[0], sp[1]).
+  static void prefetch_span(const std::uint16_t* ids, const std::uint32_t* sp) noexcept {
+    const std::uintptr_t lo = reinterpret_cast<std::uintptr_t>(ids + sp[0]) & ~std::uintptr_t{63};
+    const std::uintptr_t hi = reinterpret_cast<std::uintptr_t>(ids + sp[1]);
+    for (std::uintptr_t p = lo; p < hi; p += 64) prefetch_line(reinterpret_cast<const void*>(p));
   }
 
   // Counting sort of each block of codes ([L][n], tokens in order) into ht.
@@ -461,8 +555,8 @@ class cpu_index {
     const std::size_t L = static_cast<std::size_t>(family_.tables()), B = family_.buckets();
     const std::size_t blocks = (n + block_tokens - 1) / block_tokens;
     for (auto& ht : tables) {
-      ht.ids.assign(L * n, 0);
-      ht.dir.assign(blocks * L * B, 0);
+      ht.ids.resize(L * n);  // uninitialised (table_allocator): written once below
+      ht.dir.resize(blocks * L * B);
       ht.tail.clear();
     }
     // One task per (head, block, table): a counting sort of one block's codes.

@@ -109,9 +109,12 @@ inline float dot(const float* a, const float* b, std::size_t n) {
   return xsimd::hadd(s0 + s1);
 }
 
+// An asm statement, not __builtin_prefetch: GCC treats the builtin as free of
+// side effects and deletes a loop of them as dead code (-ffinite-loops) in
+// some inlining contexts, silently turning off the gather's prefetching.
 inline void prefetch_row(const void* p, std::size_t bytes) {
   const char* c = static_cast<const char*>(p);
-  for (std::size_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o);
+  for (std::size_t o = 0; o < bytes; o += 64) __asm__ volatile("prefetcht0 %0" : : "m"(c[o]));
 }
 
 // ln u at cosine c (see lnu_table).
@@ -126,9 +129,58 @@ inline float lnu_of(float c, const lnu_table& t) {
 }
 
 // ---- the attention kernel ----
+// Rows ahead of the one being scored whose key and value rows are prefetched.
+// One row's prefetches are issued per row scored, so about 8 rows (64 cache
+// lines of 256-byte K and V rows, as many as gather_sum, the roofline probe,
+// keeps in flight) are on their way at any time, spread evenly between the
+// arithmetic rather than in one burst per tile of which the line-fill buffers
+// can only take a fraction at a time.
+constexpr std::size_t prefetch_rows = 8;
+
+// q.k and q.x in one pass over q, each with dot()'s summation order (two
+// accumulators, alternating W-wide chunks), so the values equal dot()'s.
+inline void dot2(const float* q, const float* k, const float* x, std::size_t n, float& qk, float& qx) {
+  vf a0(0.0f), a1(0.0f), b0(0.0f), b1(0.0f);
+  std::size_t j = 0;
+  for (; j + 2 * W <= n; j += 2 * W) {
+    const vf q0 = vf::load_unaligned(q + j), q1 = vf::load_unaligned(q + j + W);
+    a0 = xsimd::fma(q0, vf::load_aligned(k + j), a0);
+    a1 = xsimd::fma(q1, vf::load_aligned(k + j + W), a1);
+    b0 = xsimd::fma(q0, vf::load_aligned(x + j), b0);
+    b1 = xsimd::fma(q1, vf::load_aligned(x + j + W), b1);
+  }
+  for (; j < n; j += W) {
+    const vf q0 = vf::load_unaligned(q + j);
+    a0 = xsimd::fma(q0, vf::load_aligned(k + j), a0);
+    b0 = xsimd::fma(q0, vf::load_aligned(x + j), b0);
+  }
+  qk = xsimd::hadd(a0 + a1);
+  qx = xsimd::hadd(b0 + b1);
+}
+
+// x = k - centre into xbuf; returns |x| with dot(x, x)'s summation order.
+inline float centre_row(const float* k, const float* centre, std::size_t n, float* x) {
+  vf s0(0.0f), s1(0.0f);
+  std::size_t j = 0;
+  for (; j + 2 * W <= n; j += 2 * W) {
+    const vf x0 = vf::load_aligned(k + j) - vf::load_unaligned(centre + j);
+    const vf x1 = vf::load_aligned(k + j + W) - vf::load_unaligned(centre + j + W);
+    x0.store_aligned(x + j);
+    x1.store_aligned(x + j + W);
+    s0 = xsimd::fma(x0, x0, s0);
+    s1 = xsimd::fma(x1, x1, s1);
+  }
+  for (; j < n; j += W) {
+    const vf x0 = vf::load_aligned(k + j) - vf::load_unaligned(centre + j);
+    x0.store_aligned(x + j);
+    s0 = xsimd::fma(x0, x0, s0);
+  }
+  return __builtin_sqrtf(xsimd::hadd(s0 + s1));
+}
+
 template <class TK, class TV>
 void attend(const attend_job& j) {
-  constexpr std::size_t T = 16;  // rows per tile: scores of a tile stay in L1, the next tile is prefetched
+  constexpr std::size_t T = 16;  // rows per tile: scores of a tile stay in L1
   const std::size_t d = j.dim, dp = padded(d), G = j.group;
   const TK* keys = static_cast<const TK*>(j.keys);
   const TV* values = static_cast<const TV*>(j.values);
@@ -137,15 +189,17 @@ void attend(const attend_job& j) {
   std::uint64_t inc[T];
   const std::uint64_t all = G == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << G) - 1;
   const auto row_of = [&](std::size_t i) -> std::size_t { return j.ids ? j.ids[i] : j.first + i; };
+  const auto prefetch = [&](std::size_t i) {
+    prefetch_row(keys + row_of(i) * j.key_stride, d * sizeof(TK));
+    prefetch_row(values + row_of(i) * j.value_stride, d * sizeof(TV));
+  };
+  for (std::size_t i = 0; i < min_of(prefetch_rows, j.count); ++i) prefetch(i);
   for (std::size_t t0 = 0; t0 < j.count; t0 += T) {
     const std::size_t nt = min_of(T, j.count - t0);
-    for (std::size_t i = t0 + T; i < min_of(t0 + 2 * T, j.count); ++i) {
-      prefetch_row(keys + row_of(i) * j.key_stride, d * sizeof(TK));
-      prefetch_row(values + row_of(i) * j.value_stride, d * sizeof(TV));
-    }
     // Scores of the tile, for the heads that include each row.
     for (std::size_t r = 0; r < nt; ++r) {
       const std::size_t i = t0 + r;
+      if (i + prefetch_rows < j.count) prefetch(i + prefetch_rows);
       std::uint64_t mask = all;
       if (j.mode == correction::lsh) {
         mask = j.member[i];
@@ -157,25 +211,24 @@ void attend(const attend_job& j) {
       inc[r] = mask;
       if (!mask) continue;
       widen_row(keys + row_of(i) * j.key_stride, d, kbuf);
-      float xnorm = 0.0f;
       if (j.mode == correction::lsh) {
-        for (std::size_t c = 0; c < dp; c += W)
-          (vf::load_aligned(kbuf + c) - vf::load_unaligned(j.centre + c)).store_aligned(xbuf + c);
-        xnorm = __builtin_sqrtf(dot(xbuf, xbuf, dp));
-      }
-      for (std::size_t h = 0; h < G; ++h) {
-        if (!(mask >> h & 1)) continue;
-        const float* q = j.q + h * dp;
-        float sc = j.scale * dot(q, kbuf, dp);
-        if (j.mode == correction::log_pi) {
-          sc -= j.log_pi[h * j.log_pi_stride + i];
-        } else if (j.mode == correction::lsh) {
+        const float xnorm = centre_row(kbuf, j.centre, dp, xbuf);
+        for (std::uint64_t m = mask; m; m &= m - 1) {
+          const std::size_t h = static_cast<std::size_t>(__builtin_ctzll(m));
+          float qk, qx;
+          dot2(j.q + h * dp, kbuf, xbuf, dp, qk, qx);
           // The cosine to the centred key, as hashed (MagicPIG's u_i).
           const float den = j.q_norm[h] * xnorm;
-          const float c = den > 0.0f ? dot(q, xbuf, dp) / den : 0.0f;
-          sc -= lnu_of(c, *j.lnu);
+          const float c = den > 0.0f ? qx / den : 0.0f;
+          s[h * T + r] = j.scale * qk - lnu_of(c, *j.lnu);
         }
-        s[h * T + r] = sc;
+      } else {
+        for (std::uint64_t m = mask; m; m &= m - 1) {
+          const std::size_t h = static_cast<std::size_t>(__builtin_ctzll(m));
+          float sc = j.scale * dot(j.q + h * dp, kbuf, dp);
+          if (j.mode == correction::log_pi) sc -= j.log_pi[h * j.log_pi_stride + i];
+          s[h * T + r] = sc;
+        }
       }
     }
     // Online softmax (Milakov & Gimelshein 2018): rescale when the max grows.
@@ -209,8 +262,8 @@ void attend(const attend_job& j) {
     for (std::size_t r = 0; r < nt; ++r) {
       if (!inc[r]) continue;
       widen_row(values + row_of(t0 + r) * j.value_stride, d, vbuf);
-      for (std::size_t h = 0; h < G; ++h) {
-        if (!(inc[r] >> h & 1)) continue;
+      for (std::uint64_t m = inc[r]; m; m &= m - 1) {
+        const std::size_t h = static_cast<std::size_t>(__builtin_ctzll(m));
         const vf p(s[h * T + r]);
         float* a = j.acc + h * dp;
         for (std::size_t c = 0; c < dp; c += W)
