@@ -365,6 +365,25 @@ TEST_CASE("error bars: lsh joint inclusion probabilities match the index over ha
   CHECK(correlated >= 2);  // the clusters: what the Poisson form misses
 }
 
+TEST_CASE("error bars: an LSH head that samples nothing reports zero") {
+  // K = 32 bits in one table: a key collides with probability (1 - theta/pi)^32,
+  // about 2^-32 at right angles, so none of 300 random keys is retrieved.
+  const problem p = isotropic(300, 8, 1.0);
+  lsh_index<> idx(p.d, 1, lsh_params{32, 1, 1, 5});
+  idx.build(p.kc(), 0, p.n);
+  std::vector<float> out(p.d), se(p.d, std::nanf("")), ess(1, std::nanf(""));
+  decode_request<float, float> r{matrix_view<const float>(p.query.data(), 1, p.d), p.kc(), p.vc(), &idx,
+                                 matrix_view<float>(out.data(), 1, p.d)};
+  r.std_error = matrix_view<float>(se.data(), 1, p.d);
+  r.ess = ess;
+  decode_stats st;
+  r.stats = &st;
+  decode(reference, estimator::lsh{}, p.params, r);
+  REQUIRE(st.sampled_keys == 0);
+  for (float x : se) CHECK(x == 0.0f);
+  CHECK(ess[0] == 0.0f);
+}
+
 TEST_CASE("error bars: 95% coverage, oracle sampling, synthetic") { run_oracle(isotropic(1024, 16, 1.0), 100); }
 TEST_CASE("error bars: 95% coverage, uniform (SRS), synthetic") { run_uniform(isotropic(1024, 16, 1.0), 200); }
 TEST_CASE("error bars: 95% coverage, LSH, isotropic synthetic") {
