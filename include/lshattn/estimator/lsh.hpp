@@ -76,7 +76,8 @@ struct lsh {
   /// the design's second-order probabilities, for the error bars
   /// (quality/uncertainty.hpp). From the angles between the query and the two
   /// centred keys and between the keys (collision/joint_inclusion.hpp, the
-  /// SimHash model); O(k^2 d). The marginals are computed as in sample().
+  /// SimHash model); O(k^2 d) time, 8 k^2 bytes. The marginals are computed
+  /// as in sample().
   template <class T, class I>
   void joint_inclusion(const sample_context<T, I>& ctx, const sample_set& set, std::size_t h,
                        std::vector<double>& out) const {
