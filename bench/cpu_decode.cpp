@@ -18,6 +18,13 @@
 // threads), LSHATTN_BENCH_MAX_CONTEXT caps the contexts (default 131072),
 // LSHATTN_BENCH_BUILD_CONTEXT sets the index-build benchmarks' context
 // (default: the largest context run).
+// The KV caches and the roofline buffer are allocated 2 MiB aligned and
+// advised into transparent huge pages (madvise), as a serving system's KV
+// cache would be: a sampled step reads a few rows per 4 KiB page, so with
+// small pages nearly every row is a TLB miss and the gather measures page
+// walks (a 2x difference on a VM with THP in madvise mode). LSHATTN_BENCH_HUGEPAGES=0
+// gives plain allocations (both the caches and the roofline buffer, so the
+// roofline percentages compare like with like).
 
 #include <benchmark/benchmark.h>
 
@@ -46,6 +53,31 @@ std::size_t env_size(const char* name, std::size_t fallback) {
   const char* v = std::getenv(name);
   return v ? static_cast<std::size_t>(std::strtoull(v, nullptr, 10)) : fallback;
 }
+bool huge_pages() {
+  static const bool on = env_size("LSHATTN_BENCH_HUGEPAGES", 1) != 0;
+  return on;
+}
+/// Plain allocation, or 2 MiB aligned and madvise(MADV_HUGEPAGE)d (see the top).
+template <class T>
+struct bench_allocator {
+  using value_type = T;
+  bench_allocator() = default;
+  template <class U>
+  bench_allocator(const bench_allocator<U>&) noexcept {}
+  T* allocate(std::size_t n) {
+    if (!huge_pages()) return std::allocator<T>().allocate(n);
+    return executor::cpu_detail::table_allocator<T>().allocate(n);
+  }
+  void deallocate(T* p, std::size_t n) noexcept {
+    if (!huge_pages()) std::allocator<T>().deallocate(p, n);
+    else executor::cpu_detail::table_allocator<T>().deallocate(p, n);
+  }
+  template <class U>
+  bool operator==(const bench_allocator<U>&) const noexcept { return true; }
+};
+template <class T>
+using bench_vector = std::vector<T, bench_allocator<T>>;
+
 std::size_t threads() {
   static const std::size_t t = env_size("LSHATTN_BENCH_THREADS", std::thread::hardware_concurrency());
   return t;
@@ -55,7 +87,8 @@ executor::cpu_policy exec() { return cpu(threads()); }
 /// B sequences of the anchor workload at n tokens, bf16, with their indexes.
 struct config {
   std::size_t n = 0, B = 0;
-  std::vector<std::vector<bf16>> K, V, Q;
+  std::vector<bench_vector<bf16>> K, V;
+  std::vector<std::vector<bf16>> Q;
   std::vector<cpu_index> idx;
   std::vector<float> out;
   std::vector<decode_request<bf16, bf16, bf16, cpu_index>> reqs;
@@ -290,9 +323,9 @@ void BM_tables(benchmark::State& st, std::size_t n) {
 }
 
 // Roofline probes: all threads stream 1 GiB, or gather random 256-byte rows from it.
-std::vector<float>& big_buffer() {
-  static std::vector<float> buf = [] {
-    std::vector<float> b((std::size_t{1} << 30) / sizeof(float));
+bench_vector<float>& big_buffer() {
+  static bench_vector<float> buf = [] {
+    bench_vector<float> b((std::size_t{1} << 30) / sizeof(float));
     cpu(threads()).parallel_for(64, [&](std::size_t j, std::size_t) {
       const std::size_t per = b.size() / 64;
       for (std::size_t i = j * per; i < (j + 1) * per; ++i) b[i] = static_cast<float>(i & 7);
