@@ -121,6 +121,27 @@ TEST_CASE("cpu_index GQA retrieval gives every query head lsh_index's ids, acros
     }
 }
 
+TEST_CASE("cpu_index rebuilt in its own storage retrieves what a fresh lsh_index retrieves") {
+  // The second and third builds fit in the first one's storage and are
+  // written in place (shorter range, other keys); the fourth does not fit.
+  const std::size_t d = 16, H = 2;
+  const lsh_params lp{6, 12, 2, 78};
+  cpu_index mine(d, H, lp);
+  std::size_t seed = 60;
+  for (std::size_t n : {3000u, 2600u, 2900u, 9000u}) {
+    INFO("n " << n);
+    const auto K = offset_keys<float>(H, n, d, ++seed);
+    const cache_view<const float> kc(K.data(), H, n, d);
+    lsh_index<> ref(d, H, lp);
+    ref.build(kc, 4, n - 64);
+    mine.build(cpu(3), kc, 4, n - 64);
+    CHECK(mine.begin() == 4);
+    CHECK(mine.end() == n - 64);
+    CHECK(mine.memory_bytes() == H * ((d + 15) / 16 * 16) * sizeof(float) + H * (12 * (n - 68) + 12 * 64) * 2);
+    same_retrieval(mine, ref, H, d, 2, seed + 100);
+  }
+}
+
 TEST_CASE("cpu_index growth: append, tail scans and merges match lsh_index") {
   const std::size_t d = 12, H = 2, n = 9000;
   const lsh_params lp{5, 10, 2, 3};

@@ -252,10 +252,33 @@ class cpu_index {
     LSHATTN_REQUIRE(means.size() == heads_ * plan_.dpad && codes.size() == heads_ * L * (end - begin),
                     shape_mismatch, "codes", "codes.size() = ", codes.size(), " but ", heads_ * L * (end - begin),
                     " are needed");
-    std::vector<head_tables> tables(heads_);
-    tables_from_codes(exec, codes, end - begin, tables);
+    const std::size_t n = end - begin, B = family_.buckets(), blocks = (n + block_tokens - 1) / block_tokens;
+    // A rebuild whose tables fit in the current ones' storage reuses it: the
+    // pages are already mapped, where fresh ones (hundreds of MB at long
+    // contexts) are faulted in and zeroed by the kernel on first touch, which
+    // costs more than the counting sorts. Nothing can fail once the in-place
+    // writing has started but the thread pool itself (bad_alloc, thread
+    // creation); if that happens the index is left empty, not half-written.
+    const bool in_place = tables_.size() == heads_ && std::all_of(tables_.begin(), tables_.end(), [&](const head_tables& t) {
+                            // (and not far larger: memory_bytes() would not count the rest)
+                            return t.ids.capacity() >= L * n && t.ids.capacity() <= 2 * L * n &&
+                                   t.dir.capacity() >= blocks * L * B && t.dir.capacity() <= 2 * blocks * L * B;
+                          });
+    if (in_place) {
+      try {
+        tables_from_codes(exec, codes, n, tables_);
+      } catch (...) {
+        tables_.clear();
+        built_ = false;
+        begin_ = end_ = csr_end_ = 0;
+        throw;
+      }
+    } else {
+      std::vector<head_tables> tables(heads_);
+      tables_from_codes(exec, codes, n, tables);
+      tables_ = std::move(tables);
+    }
     means_ = std::move(means);
-    tables_ = std::move(tables);
     begin_ = begin;
     csr_end_ = end_ = end;
     built_ = true;
@@ -554,17 +577,20 @@ class cpu_index {
                          std::vector<head_tables>& tables) const {
     const std::size_t L = static_cast<std::size_t>(family_.tables()), B = family_.buckets();
     const std::size_t blocks = (n + block_tokens - 1) / block_tokens;
+    // Bucket counters per worker, allocated before any table is touched.
+    std::vector<std::uint32_t> starts(exec.thread_count() * (B + 1));
     for (auto& ht : tables) {
       ht.ids.resize(L * n);  // uninitialised (table_allocator): written once below
       ht.dir.resize(blocks * L * B);
       ht.tail.clear();
     }
     // One task per (head, block, table): a counting sort of one block's codes.
-    exec.parallel_for(heads_ * blocks * L, [&](std::size_t task, std::size_t) {
+    exec.parallel_for(heads_ * blocks * L, [&](std::size_t task, std::size_t worker) {
       const std::size_t h = task / (blocks * L), b = task / L % blocks, l = task % L;
       const std::size_t t0 = b * block_tokens, len = std::min(block_tokens, n - t0);
       const std::uint16_t* c = codes.data() + (h * L + l) * n + t0;
-      std::vector<std::uint32_t> start(B + 1, 0);
+      std::uint32_t* start = starts.data() + worker * (B + 1);
+      std::fill(start, start + B + 1, 0u);
       for (std::size_t i = 0; i < len; ++i) ++start[c[i] + 1u];
       for (std::size_t k = 0; k < B; ++k) start[k + 1] += start[k];
       std::uint16_t* dir = tables[h].dir.data() + (b * L + l) * B;
