@@ -19,8 +19,8 @@
 // capture). CUDA errors become lshattn::error(errc::backend_failure) carrying
 // the CUDA error name and string.
 //
-// Step order (LSH): query_hash -> retrieve -> attend -> merge -> [stats] ->
-// retrieve<Clear> -> clear_lists -> one memset of the small scratch.
+// Step order (LSH): query_hash -> select -> attend -> merge -> finish (stats,
+// mask words cleared) -> one memset of the small scratch.
 
 #include <cuda_runtime.h>
 
@@ -71,17 +71,15 @@ namespace cuda_detail {
 inline std::size_t align_up(std::size_t x) { return (x + 255) & ~std::size_t{255}; }
 
 /// Byte offsets of the workspace regions for one launch of up to 16 requests.
-/// The small regions come first and are zeroed by one memset at the end of a step.
+/// The small regions come first; those before the partials are zeroed by one
+/// memset at the end of a step, the rest by the kernels that last read them.
 struct workspace_layout {
   std::size_t list_count = 0, stats = 0, qcodes = 0, partials = 0, small_end = 0;
-  std::size_t counters = 0, flags = 0, lists = 0, total = 0;
-  int words = 1;
+  std::size_t flags = 0, lists = 0, total = 0;
 
   workspace_layout(std::size_t batch, std::size_t hq, std::size_t hk, std::size_t d, std::size_t max_tokens, int L,
                    bool lsh) {
     const std::size_t b = std::min<std::size_t>(std::max<std::size_t>(batch, 1), max_seqs_per_launch);
-    const std::size_t g = hk ? hq / hk : 1;
-    words = static_cast<int>((g + 3) / 4);
     std::size_t at = 0;
     list_count = at;
     at += align_up(b * hk * 4);
@@ -92,8 +90,6 @@ struct workspace_layout {
     partials = at;
     at += align_up(b * hq * max_splits * (d + 1) * 4);
     small_end = at;
-    counters = at;
-    at += align_up(lsh ? b * hk * words * max_tokens * 8 : 0);
     flags = at;
     at += align_up(lsh ? b * hk * max_tokens * 4 : 0);
     lists = at;
@@ -117,9 +113,19 @@ inline double log_choose(int n, int k) {
   return s;
 }
 
+/// Opts a kernel into more than 48 KB of dynamic shared memory (a host-side
+/// attribute, allowed while a stream is being captured).
+template <class F>
+void allow_shared_bytes(F* kernel, std::size_t bytes) {
+  if (bytes > 48 * 1024)
+    LSHATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+}
+
 template <int D, int G, class TQ, class T>
 void launch_attend_merge(const step_args<TQ, T>& a, cudaStream_t stream) {
-  attend_kernel<D, G, TQ, T><<<dim3(a.splits, a.hk, a.nseq), 128, 0, stream>>>(a);
+  constexpr std::size_t smem = attend_shape<D, G, T>::smem_bytes;
+  allow_shared_bytes(attend_kernel<D, G, TQ, T>, smem);
+  attend_kernel<D, G, TQ, T><<<dim3(a.splits, a.hk, a.nseq), attend_shape<D, G, T>::threads, smem, stream>>>(a);
   LSHATTN_CUDA_LAUNCHED("attend_kernel");
   merge_kernel<D, TQ, T><<<dim3(a.hq, a.nseq), D, 0, stream>>>(a);
   LSHATTN_CUDA_LAUNCHED("merge_kernel");
@@ -221,16 +227,16 @@ struct cuda_policy {
       a.lse_factor = p.base == lse_base::base2 ? static_cast<float>(1.0 / ln2) : 1.0f;
       a.lsh = lsh;
       a.nmax = nmax;
-      a.words = lay.words;
       a.qcodes = reinterpret_cast<std::uint32_t*>(ws + lay.qcodes);
-      a.counters = reinterpret_cast<unsigned long long*>(ws + lay.counters);
       a.flags = reinterpret_cast<std::uint32_t*>(ws + lay.flags);
       a.lists = reinterpret_cast<std::uint32_t*>(ws + lay.lists);
       a.list_count = reinterpret_cast<std::uint32_t*>(ws + lay.list_count);
       a.stats = reinterpret_cast<unsigned long long*>(ws + lay.stats);
       a.partials = reinterpret_cast<float*>(ws + lay.partials);
       const std::size_t pairs = nb * hk;
-      int splits = static_cast<int>((8 * static_cast<std::size_t>(sms) + pairs - 1) / pairs);
+      // About four attend blocks per SM (three are resident at 64 KB of
+      // shared memory each), at least 8 tiles of 32 rows per block when exact.
+      int splits = static_cast<int>((4 * static_cast<std::size_t>(sms) + pairs - 1) / pairs);
       if constexpr (!lsh) splits = std::min<int>(splits, static_cast<int>((nmax + 255) / 256));
       a.splits = std::clamp(splits, 1, cuda_detail::max_splits);
       if constexpr (lsh) {
@@ -239,22 +245,34 @@ struct cuda_policy {
         a.L = ix.family().tables();
         a.B = static_cast<int>(ix.family().buckets());
         a.m = est.m > 0 ? est.m : ix.threshold();
-        a.log_c_m = cuda_detail::log_choose(a.L, a.m);
-        a.log_c_m1 = cuda_detail::log_choose(a.L, a.m - 1);
-        const int tpb = std::max(1, 64 / a.K);
-        const std::size_t smem = hq * d * 4 + hq * static_cast<std::size_t>(tpb * a.K);
-        cuda_detail::query_hash_kernel<TQ, TK><<<dim3((a.L + tpb - 1) / tpb, a.nseq), 256, smem, stream>>>(a, tpb);
+        a.log_c_m = static_cast<float>(cuda_detail::log_choose(a.L, a.m));
+        constexpr int hb = cuda_detail::hash_heads_per_block;
+        const int tpb = std::max(1, 256 / a.K);
+        const std::size_t hsmem = hb * d * 4 + hb * static_cast<std::size_t>(tpb * a.K);
+        const dim3 hgrid((a.L + tpb - 1) / tpb, a.nseq, static_cast<unsigned>((hq + hb - 1) / hb));
+        cuda_detail::query_hash_kernel<TQ, TK><<<hgrid, 256, hsmem, stream>>>(a, tpb);
         LSHATTN_CUDA_LAUNCHED("query_hash_kernel");
-        const dim3 rgrid((a.group * a.L + 7) / 8, a.hk, a.nseq);
-        cuda_detail::retrieve_kernel<false, TQ, TK><<<rgrid, 256, 0, stream>>>(a);
-        LSHATTN_CUDA_LAUNCHED("retrieve_kernel");
+        // Token chunks of at most 96K per select block (96 KB of counters in
+        // shared memory, two blocks per SM); every chunk block reads the
+        // whole bucket (ids in a bucket are unordered) and counts its own ids.
+        std::size_t span = 0;
+        for (std::size_t i = 0; i < nb; ++i) span = std::max<std::size_t>(span, a.seq[i].idx.end - a.seq[i].idx.begin);
+        const std::size_t parts = std::max<std::size_t>(1, (span + cuda_detail::select_chunk_max - 1) / cuda_detail::select_chunk_max);
+        a.chunk = static_cast<std::uint32_t>(((span + parts - 1) / parts + 3) / 4 * 4);
+        if (span) {
+          cuda_detail::allow_shared_bytes(cuda_detail::select_kernel<TQ, TK>, a.chunk);
+          const dim3 sgrid(static_cast<unsigned>(a.group * parts), a.hk, a.nseq);
+          cuda_detail::select_kernel<TQ, TK><<<sgrid, cuda_detail::select_threads, a.chunk, stream>>>(a);
+          LSHATTN_CUDA_LAUNCHED("select_kernel");
+        }
       }
       if (d == 64) cuda_detail::dispatch_group<64>(a, stream);
       else cuda_detail::dispatch_group<128>(a, stream);
       if constexpr (lsh) {
+        const dim3 fgrid(static_cast<unsigned>((nmax + 255) / 256), a.hk, a.nseq);
+        cuda_detail::finish_kernel<TQ, TK><<<fgrid, 256, 0, stream>>>(a, want_stats);
+        LSHATTN_CUDA_LAUNCHED("finish_kernel");
         if (want_stats) {
-          cuda_detail::list_stats_kernel<TQ, TK><<<dim3(a.hk, a.nseq), 256, 0, stream>>>(a);
-          LSHATTN_CUDA_LAUNCHED("list_stats_kernel");
           unsigned long long st[2 * cuda_detail::max_seqs_per_launch] = {};
           LSHATTN_CUDA_CHECK(cudaMemcpyAsync(st, a.stats, nb * 16, cudaMemcpyDeviceToHost, stream));
           LSHATTN_CUDA_CHECK(cudaStreamSynchronize(stream));
@@ -268,11 +286,6 @@ struct cuda_policy {
             r.stats->sampled_range += hq * (e - b);
           }
         }
-        const dim3 rgrid((a.group * a.L + 7) / 8, a.hk, a.nseq);
-        cuda_detail::retrieve_kernel<true, TQ, TK><<<rgrid, 256, 0, stream>>>(a);
-        LSHATTN_CUDA_LAUNCHED("retrieve_kernel<clear>");
-        cuda_detail::clear_lists_kernel<TQ, TK><<<dim3(a.hk, a.nseq), 256, 0, stream>>>(a);
-        LSHATTN_CUDA_LAUNCHED("clear_lists_kernel");
       } else {
         for (std::size_t i = 0; i < nb; ++i) {
           const auto& r = batch[c0 + i];
@@ -285,7 +298,8 @@ struct cuda_policy {
           r.stats->sampled_range += hq * (e - b);
         }
       }
-      LSHATTN_CUDA_CHECK(cudaMemsetAsync(ws, 0, lay.small_end, stream));
+      // The partials were zeroed by merge_kernel, flags and lists by finish_kernel.
+      LSHATTN_CUDA_CHECK(cudaMemsetAsync(ws, 0, lay.partials, stream));
     }
   }
 
@@ -335,8 +349,8 @@ struct cuda_policy {
       LSHATTN_REQUIRE(r.index->family().bits() == f0.bits() && L == f0.tables() &&
                           r.index->threshold() == first.index->threshold(),
                       unsupported, "index", "every request of a CUDA batch must use the same K, L and m");
-      LSHATTN_REQUIRE(hq * d * 4 + hq * 64 <= 48 * 1024, unsupported, "queries.rows", "q_heads = ", hq,
-                      " is too many for the query-hashing kernel's shared memory");
+      LSHATTN_REQUIRE(L <= 255, unsupported, "index", "L = ", L,
+                      "; the CUDA executor counts collisions in 8 bits (L <= 255)");
     }
   }
 };

@@ -29,13 +29,14 @@
 #include "lshattn/core/view.hpp"
 #include "lshattn/executor/cuda/common.cuh"
 #include "lshattn/executor/cuda/hash.cuh"
+#include "lshattn/index/common.hpp"
 
 namespace lshattn {
 
 namespace cuda_detail {
 
 inline constexpr int max_device_bits = 12;  // B = 4096 bucket counters fit one block's shared memory
-inline constexpr int mean_chunk = 256;      // must match lsh_index::mean_of
+inline constexpr int mean_chunk = 256;      // must match detail::chunked_key_mean (index/common.hpp)
 
 template <class T>
 __global__ void mean_chunks_kernel(const T* keys, std::size_t head_stride, std::size_t token_stride, int dim,
@@ -183,7 +184,7 @@ class cuda_lsh_index {
   /// (device memory is not read there, so non-finite keys are not detected).
   template <element_type T>
   void build(const cache_view<const T>& keys, std::size_t begin, std::size_t end, cudaStream_t stream = nullptr) {
-    check_keys(keys);
+    detail::check_index_keys(keys, heads_, dim());
     LSHATTN_REQUIRE(begin <= end && end <= keys.tokens, invalid_argument, "range", "[begin, end) = [", begin, ", ",
                     end, ") must lie within the cache's ", keys.tokens, " tokens");
     LSHATTN_REQUIRE(end <= 0xffffffffu, invalid_argument, "end", "end = ", end, " exceeds 2^32 - 1");
@@ -213,7 +214,7 @@ class cuda_lsh_index {
   template <element_type T>
   void append(const cache_view<const T>& keys, std::size_t new_end, cudaStream_t stream = nullptr) {
     LSHATTN_REQUIRE(built_, invalid_state, "index", "append() before build()");
-    check_keys(keys);
+    detail::check_index_keys(keys, heads_, dim());
     LSHATTN_REQUIRE(new_end >= end_ && new_end <= keys.tokens, invalid_argument, "new_end", "new_end = ", new_end,
                     " must lie in [end() = ", end_, ", keys.tokens = ", keys.tokens, "]");
     LSHATTN_REQUIRE(new_end <= 0xffffffffu, invalid_argument, "new_end", "new_end = ", new_end, " exceeds 2^32 - 1");
@@ -273,14 +274,6 @@ class cuda_lsh_index {
   }
 
  private:
-  template <class T>
-  void check_keys(const cache_view<const T>& keys) const {
-    detail::check_view(keys, "keys");
-    LSHATTN_REQUIRE(keys.heads == heads_, shape_mismatch, "keys.heads", "keys.heads = ", keys.heads,
-                    " but the index has kv_heads = ", heads_);
-    LSHATTN_REQUIRE(keys.dim == dim(), shape_mismatch, "keys.dim", "keys.dim = ", keys.dim,
-                    " but the index has head_dim = ", dim());
-  }
   template <class T>
   void hash_into_codes(const cache_view<const T>& keys, std::size_t t0, std::size_t t1, cudaStream_t stream) {
     const std::size_t L = static_cast<std::size_t>(family().tables());

@@ -2,24 +2,31 @@
 // The kernels of one CUDA decode step (see executor/cuda/executor.cuh for the
 // order they run in and the workspace they share).
 //
-//   query_hash_kernel   codes of every query head for every table
-//   retrieve_kernel     per (KV head, query head of its group, table): walk the
-//                       query's bucket and the unsorted tail, count collisions
-//                       per token with 16-bit lanes of a 64-bit atomic counter;
-//                       the add that lifts a head's count to m marks the head in
-//                       the token's flag word, and the first head to do so puts
-//                       the token on the KV head's union list (MagicPIG's m-of-L
-//                       rule, Chen et al. 2024, section 4). The same kernel with
-//                       Clear = true walks the same buckets again and zeroes
-//                       what it touched, so no O(n) clear is ever needed.
+//   query_hash_kernel   codes of every query head for every table: a thread per
+//                       hyperplane, float64 dots for 8 heads at a time (exact
+//                       products, certified, else decided exactly).
+//   select_kernel       per (KV head, query head of its group, token chunk):
+//                       count the query's collisions with every token of the
+//                       chunk in shared memory (8-bit lanes, so L <= 255) over
+//                       the L buckets and the unsorted tail, then keep the
+//                       tokens that collide in at least m tables (MagicPIG's
+//                       m-of-L rule, Chen et al. 2024, section 4): set the
+//                       head's bit in the token's global mask word, and the
+//                       first head to do so puts the token on the KV head's
+//                       union list. Nothing O(n) lives in global memory.
 //   attend_kernel       flash-decoding over the exact tokens and the union
-//                       list: each K/V row is read once for the whole GQA group;
-//                       a listed token's score for head h is corrected by
-//                       -ln u_h (its inclusion probability at the angle between
-//                       the query and the centred key) or skipped when h did
-//                       not sample it. Positions are split evenly over the
-//                       blocks; each block writes a mergeable (o, lse) partial.
+//                       list: 32-row K/V tiles stream through a cp.async
+//                       pipeline into shared memory (gathered rows as cheaply
+//                       as contiguous ones), each row read once for the whole
+//                       GQA group; a listed row's score for head h is corrected
+//                       by -ln u_h (its inclusion probability at the angle
+//                       between the query and the centred key), or dropped
+//                       when h did not sample it. Each block writes a
+//                       mergeable (o, lse) partial per head.
 //   merge_kernel        merges the partials of a head (core/state.hpp's rule).
+//   finish_kernel       counts the sampled (head, key) pairs when asked and
+//                       zeroes the mask words of the listed tokens, so the
+//                       workspace is zero again after the step.
 
 #include <cuda_runtime.h>
 
@@ -58,187 +65,301 @@ struct seq_desc {
 template <class TQ, class T>
 struct step_args {
   seq_desc<TQ, T> seq[max_seqs_per_launch];
-  int nseq, hq, hk, group, d, K, L, m, B, splits, words;
+  int nseq, hq, hk, group, d, K, L, m, B, splits;
   float scale;
   float lse_factor;  // 1 for natural log, 1/ln 2 for base 2
   bool lsh;
-  double log_c_m, log_c_m1;  // ln C(L, m), ln C(L, m - 1)
-  std::size_t nmax;          // token slots per (request, KV head) in counters, flags and lists
+  float log_c_m;             // ln C(L, m)
+  std::size_t nmax;          // token slots per (request, KV head) in flags and lists
+  std::uint32_t chunk;       // tokens per select_kernel block (a multiple of 4)
   std::uint32_t* qcodes;     // [seq][hq][L]
-  unsigned long long* counters;  // [seq][hk][words][nmax]
-  std::uint32_t* flags;      // [seq][hk][nmax]
+  std::uint32_t* flags;      // [seq][hk][nmax]: bit h set when query head h sampled the token
   std::uint32_t* lists;      // [seq][hk][nmax]
   std::uint32_t* list_count; // [seq][hk]
   unsigned long long* stats; // [seq][2]: union keys, sampled (head, key) pairs
   float* partials;           // [seq][hq][splits][d + 1]
 };
 
+/// Heads per query_hash_kernel thread: 8 float64 accumulator pairs in registers.
+inline constexpr int hash_heads_per_block = 8;
+
+/// Grid (table blocks, requests, head groups of 8). Thread p of a block owns
+/// hyperplane p of its tables: the plane's column is read once per j for all
+/// 8 heads (independent dependency chains, so loads do not serialise).
 template <class TQ, class T>
 __global__ void __launch_bounds__(256) query_hash_kernel(const __grid_constant__ step_args<TQ, T> a, int tables_per_block) {
-  extern __shared__ float qs[];  // [hq][d] floats, then [hq][planes of this block] bits
+  constexpr int HB = hash_heads_per_block;
+  extern __shared__ float qs[];  // [HB][d] floats, then [HB][planes of this block] bits
   const seq_desc<TQ, T>& s = a.seq[blockIdx.y];
-  const int d = a.d, hq = a.hq, K = a.K, L = a.L, P = K * L;
+  const int d = a.d, K = a.K, L = a.L, P = K * L, h0 = blockIdx.z * HB, nh = min(HB, a.hq - h0);
   const int l0 = blockIdx.x * tables_per_block, nt = min(tables_per_block, L - l0), pb = nt * K;
-  unsigned char* bits = reinterpret_cast<unsigned char*>(qs + hq * d);
-  for (int e = threadIdx.x; e < hq * d; e += blockDim.x) qs[e] = to_float(s.q[(e / d) * s.q_stride + e % d]);
+  unsigned char* bits = reinterpret_cast<unsigned char*>(qs + HB * d);
+  for (int e = threadIdx.x; e < nh * d; e += blockDim.x) qs[e] = to_float(s.q[(h0 + e / d) * s.q_stride + e % d]);
   __syncthreads();
-  for (int e = threadIdx.x; e < hq * pb; e += blockDim.x) {
-    const int h = e / pb, pp = e % pb;
-    bits[e] = query_bit(qs + h * d, s.idx.planes_t, P, l0 * K + pp, d) ? 1 : 0;
+  for (int pp = threadIdx.x; pp < pb; pp += blockDim.x) {
+    const int p = l0 * K + pp;
+    double acc[HB], mag[HB];
+#pragma unroll
+    for (int h = 0; h < HB; ++h) acc[h] = mag[h] = 0.0;
+#pragma unroll 4
+    for (int j = 0; j < d; ++j) {
+      const double w = static_cast<double>(s.idx.planes_t[static_cast<std::size_t>(j) * P + p]);
+#pragma unroll
+      for (int h = 0; h < HB; ++h) {
+        const double v = static_cast<double>(qs[(h < nh ? h : 0) * d + j]) * w;  // exact: 24 x 24 bits
+        acc[h] += v;
+        mag[h] += fabs(v);
+      }
+    }
+    const double u = 0x1p-53 * static_cast<double>(d + 1);
+#pragma unroll
+    for (int h = 0; h < HB; ++h) {
+      if (h >= nh) break;
+      // Higham's bound gamma_{d+1} sum |x_j w_j| certifies the sign, else it is decided exactly.
+      bool bit = acc[h] > 0.0;
+      if (!(fabs(acc[h]) > u / (1.0 - u) * mag[h]))
+        bit = exact_dot_sign_fixed([&](int j) { return qs[h * d + j]; },
+                                   [&](int j) { return s.idx.planes_t[static_cast<std::size_t>(j) * P + p]; }, d) > 0;
+      bits[h * pb + pp] = bit ? 1 : 0;
+    }
   }
   __syncthreads();
-  for (int e = threadIdx.x; e < hq * nt; e += blockDim.x) {
+  for (int e = threadIdx.x; e < nh * nt; e += blockDim.x) {
     const int h = e / nt, lt = e % nt;
     std::uint32_t code = 0;
     for (int b = 0; b < K; ++b) code |= static_cast<std::uint32_t>(bits[h * pb + lt * K + b]) << b;
-    a.qcodes[(static_cast<std::size_t>(blockIdx.y) * hq + h) * L + l0 + lt] = code;
+    a.qcodes[(static_cast<std::size_t>(blockIdx.y) * a.hq + h0 + h) * L + l0 + lt] = code;
   }
 }
 
-template <bool Clear, class TQ, class T>
-__global__ void __launch_bounds__(256) retrieve_kernel(const __grid_constant__ step_args<TQ, T> a) {
-  const int lane = threadIdx.x & 31;
-  const int pair = blockIdx.x * 8 + (threadIdx.x >> 5);
-  if (pair >= a.group * a.L) return;  // whole warps leave together
-  const int hg = pair / a.L, l = pair % a.L, kvh = blockIdx.y, sq = blockIdx.z;
+inline constexpr int select_threads = 1024;
+inline constexpr std::size_t select_chunk_max = 96 * 1024;  // tokens (= bytes of counters)
+
+/// Grid (group x chunks, KV heads, requests); dynamic shared memory: a.chunk bytes.
+template <class TQ, class T>
+__global__ void __launch_bounds__(select_threads) select_kernel(const __grid_constant__ step_args<TQ, T> a) {
+  extern __shared__ std::uint32_t cnt[];  // 8-bit collision counts of 4 consecutive tokens per word
+  const int hg = blockIdx.x % a.group, part = blockIdx.x / a.group, kvh = blockIdx.y, sq = blockIdx.z;
   const seq_desc<TQ, T>& s = a.seq[sq];
   const index_view& ix = s.idx;
+  const std::uint32_t t0 = ix.begin + static_cast<std::uint32_t>(part) * a.chunk;
+  if (t0 >= ix.end) return;  // the whole block: this request is shorter
+  const std::uint32_t t1 = min(ix.end, t0 + a.chunk), span = t1 - t0, words = (span + 3) / 4;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  for (std::uint32_t w = tid; w < words; w += select_threads) cnt[w] = 0;
+  __syncthreads();
   const std::size_t slot = static_cast<std::size_t>(sq) * a.hk + kvh;
-  const std::uint32_t code = a.qcodes[(static_cast<std::size_t>(sq) * a.hq + kvh * a.group + hg) * a.L + l];
-  const std::size_t tab = static_cast<std::size_t>(kvh) * a.L + l;
-  const std::uint32_t lo = ix.offsets[tab * (a.B + 1) + code], hi = ix.offsets[tab * (a.B + 1) + code + 1];
-  const std::uint32_t* ids = ix.ids + tab * ix.cap;
-  const std::uint16_t* tail_codes = ix.codes + tab * ix.cap;
-  unsigned long long* ctr = a.counters + (slot * a.words + hg / 4) * a.nmax;
+  const std::uint32_t* codes = a.qcodes + (static_cast<std::size_t>(sq) * a.hq + kvh * a.group + hg) * a.L;
+  const auto count = [&](std::uint32_t id) {
+    const std::uint32_t r = id - t0;  // wraps for ids before the chunk
+    if (r < span) atomicAdd(&cnt[r >> 2], 1u << (8 * (r & 3)));
+  };
+  // The L buckets as one flat range of ids, so that every thread keeps
+  // several independent loads in flight (a warp per bucket would wait on one
+  // short bucket after another).
+  __shared__ std::uint32_t first[256], start[257];
+  for (int l = tid; l < a.L; l += select_threads) {
+    const std::size_t tab = static_cast<std::size_t>(kvh) * a.L + l;
+    const std::uint32_t code = codes[l];
+    first[l] = ix.offsets[tab * (a.B + 1) + code];
+    start[l + 1] = ix.offsets[tab * (a.B + 1) + code + 1] - first[l];
+  }
+  __syncthreads();
+  if (warp == 0) {  // inclusive scan of the bucket sizes, 8 per lane
+    std::uint32_t v[8], run = 0;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const int l = lane * 8 + k;
+      run += l < a.L ? start[l + 1] : 0u;
+      v[k] = run;
+    }
+    std::uint32_t incl = run;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const std::uint32_t x = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += x;
+    }
+    const std::uint32_t before = incl - run;
+#pragma unroll
+    for (int k = 0; k < 8; ++k)
+      if (lane * 8 + k < a.L) start[lane * 8 + k + 1] = before + v[k];
+    if (lane == 0) start[0] = 0;
+  }
+  __syncthreads();
+  const std::uint32_t total = start[a.L];
+  const std::uint32_t* ids = ix.ids + static_cast<std::size_t>(kvh) * a.L * ix.cap;
+  constexpr int U = 4;
+  for (std::uint32_t i0 = 0; i0 < total; i0 += U * select_threads) {
+    std::uint32_t id[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const std::uint32_t i = i0 + u * select_threads + tid;
+      id[u] = t0 - 1u;  // outside every chunk: counts nothing
+      if (i < total) {
+        int lo = 0, hi = a.L - 1;  // the last table whose range starts at or before i
+        while (lo < hi) {
+          const int mid = (lo + hi + 1) >> 1;
+          if (start[mid] <= i) lo = mid;
+          else hi = mid - 1;
+        }
+        id[u] = ids[static_cast<std::size_t>(lo) * ix.cap + first[lo] + (i - start[lo])];
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) count(id[u]);
+  }
+  for (int l = warp; l < a.L; l += select_threads / 32) {  // the unsorted tail: a code compare per token
+    if (ix.csr_end >= t1) break;
+    const std::uint32_t code = codes[l];
+    const std::uint16_t* tail_codes = ix.codes + (static_cast<std::size_t>(kvh) * a.L + l) * ix.cap;
+    for (std::uint32_t t = max(ix.csr_end, t0) + lane; t < t1; t += 32)
+      if (tail_codes[t - ix.begin] == code) count(t);
+  }
+  __syncthreads();
   std::uint32_t* flg = a.flags + slot * a.nmax;
   std::uint32_t* list = a.lists + slot * a.nmax;
-  const int shift = 16 * (hg % 4);
-  const auto touch = [&](bool have, std::uint32_t id) {
-    if constexpr (Clear) {
-      if (have) {
-        ctr[id] = 0;
-        flg[id] = 0;
-      }
-    } else {
+  const std::uint32_t m = static_cast<std::uint32_t>(a.m);
+  for (std::uint32_t w0 = 0; w0 < words; w0 += select_threads) {  // uniform trip count for the ballots
+    const std::uint32_t w = w0 + tid;
+    const std::uint32_t word = w < words ? cnt[w] : 0u;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const std::uint32_t tok = t0 + 4 * w + k;
       bool first = false;
-      if (have) {
-        const unsigned long long old = atomicAdd(ctr + id, 1ull << shift);
-        if (static_cast<int>((old >> shift) & 0xffffull) + 1 == a.m) first = atomicOr(flg + id, 1u << hg) == 0u;
-      }
+      if (((word >> (8 * k)) & 0xffu) >= m && tok < t1) first = atomicOr(flg + tok, 1u << hg) == 0u;
       const unsigned ballot = __ballot_sync(0xffffffffu, first);
-      if (ballot) {  // one atomic per warp for the list slots
+      if (ballot) {  // one list atomic per warp
         const int leader = __ffs(ballot) - 1;
         std::uint32_t at = 0;
         if (lane == leader) at = atomicAdd(a.list_count + slot, static_cast<std::uint32_t>(__popc(ballot)));
         at = __shfl_sync(0xffffffffu, at, leader);
-        if (first) list[at + __popc(ballot & ((1u << lane) - 1u))] = id;
+        if (first) list[at + __popc(ballot & ((1u << lane) - 1u))] = tok;
       }
     }
-  };
-  for (std::uint32_t b = lo; b < hi; b += 32) {
-    const bool have = b + lane < hi;
-    touch(have, have ? ids[b + lane] : 0u);
-  }
-  for (std::uint32_t b = ix.csr_end; b < ix.end; b += 32) {
-    const std::uint32_t t = b + lane;
-    touch(t < ix.end && tail_codes[t - ix.begin] == code, t);
   }
 }
 
 /// ln u for a key at cosine c: u = P(Binomial(L, p) >= m), p = (1 - acos(c)/pi)^K,
-/// summing whichever tail has decreasing positive terms (as collision/inclusion.hpp),
-/// floored at DBL_MIN like estimator::lsh.
-__device__ inline double log_inclusion(double c, int K, int L, int m, double log_c_m, double log_c_m1) {
-  c = c > 1.0 ? 1.0 : (c < -1.0 ? -1.0 : c);
-  const double P = 1.0 - acos(c) / 3.14159265358979323846;
-  const double p = pow(P, static_cast<double>(K));
-  double u;
-  if (!(p > 0.0)) {
-    u = 0.0;
-  } else if (p >= 1.0) {
-    u = 1.0;
-  } else {
-    const double lp = log(p), lq = log1p(-p), ratio = p / (1.0 - p);
-    if (static_cast<double>(m) > L * p) {
-      double term = exp(log_c_m + m * lp + (L - m) * lq), sum = 0.0;
-      for (int j = m; j <= L && term > 0.0; ++j) {
-        sum += term;
-        if (term < sum * 1e-18) break;
-        term *= static_cast<double>(L - j) / static_cast<double>(j + 1) * ratio;
-      }
-      u = sum < 1.0 ? sum : 1.0;
-    } else {
-      double term = exp(log_c_m1 + (m - 1) * lp + (L - m + 1) * lq), lower = 0.0;
-      for (int j = m - 1; j >= 0 && term > 0.0; --j) {
-        lower += term;
-        if (term < lower * 1e-18) break;
-        term *= static_cast<double>(j) / static_cast<double>(L - j + 1) / ratio;
-      }
-      u = 1.0 - lower > 0.0 ? 1.0 - lower : 0.0;
-    }
+/// in float arithmetic (the cosine itself comes from fp32 dot products, so
+/// float64 here bought nothing; its software transcendentals cost ~10x more
+/// instructions). Where u >= 0.01, u = 1 - (the m terms below m): relative
+/// error ~1e-7 / u. Below, the upper tail is summed in the log domain relative
+/// to its first term, so nothing underflows. Floored at ln DBL_MIN like
+/// estimator::lsh; absolute error of ln u ~1e-5 (the tolerance the tests derive).
+__device__ inline float log_inclusion(float c, int K, int L, int m, float log_c_m) {
+  constexpr float ln_dbl_min = -708.396418532264f;
+  c = fminf(1.0f, fmaxf(-1.0f, c));
+  const float P = 1.0f - acosf(c) * 0.318309886183790672f;  // 1 / pi
+  if (!(P > 0.0f)) return ln_dbl_min;
+  const float lp = static_cast<float>(K) * logf(P);  // ln p
+  if (lp >= 0.0f) return 0.0f;
+  const float p = expf(lp), lq = log1pf(-p);
+  float lower = 0.0f, lc = 0.0f;  // sum_{j < m} C(L, j) p^j q^(L - j); lc = ln C(L, j)
+  for (int j = 0; j < m; ++j) {
+    lower += expf(lc + static_cast<float>(j) * lp + static_cast<float>(L - j) * lq);
+    lc += logf(static_cast<float>(L - j) / static_cast<float>(j + 1));
   }
-  return log(u > DBL_MIN ? u : DBL_MIN);
+  if (1.0f - lower >= 0.01f) return logf(1.0f - lower);
+  const float ratio = p / (1.0f - p);
+  float term = 1.0f, sum = 0.0f;  // terms relative to the j = m one
+  for (int j = m; j <= L && term > sum * 1e-8f; ++j) {
+    sum += term;
+    term *= static_cast<float>(L - j) / static_cast<float>(j + 1) * ratio;
+  }
+  const float lu = log_c_m + static_cast<float>(m) * lp + static_cast<float>(L - m) * lq + logf(sum);
+  return fmaxf(fminf(lu, 0.0f), ln_dbl_min);
 }
 
+/// 16-byte asynchronous copy global -> shared (cp.async, L2 only: the rows are
+/// streamed once); valid = false zero-fills the destination and reads nothing.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+/// Four consecutive elements widened to float (8 bytes of bf16/fp16, 16 of float).
+template <class T>
+__device__ __forceinline__ void widen4(const T* p, float* out) {
+  if constexpr (std::is_same_v<T, float>) {
+    const float4 x = *reinterpret_cast<const float4*>(p);
+    out[0] = x.x;
+    out[1] = x.y;
+    out[2] = x.z;
+    out[3] = x.w;
+  } else {
+    const uint2 x = *reinterpret_cast<const uint2*>(p);
+    const unsigned w[2] = {x.x, x.y};
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      if constexpr (std::is_same_v<T, bf16>) {
+        out[2 * i] = __uint_as_float(w[i] << 16);
+        out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+      } else {
+        out[2 * i] = fp16::to_float(static_cast<std::uint16_t>(w[i] & 0xffffu));
+        out[2 * i + 1] = fp16::to_float(static_cast<std::uint16_t>(w[i] >> 16));
+      }
+    }
+  }
+}
+
+/// max that lets a NaN through (fmaxf would drop it), so a NaN key reaches its heads' outputs.
+__device__ __forceinline__ float nan_max(float x, float y) { return (x > y || x != x) ? x : y; }
+
+/// Tiling of attend_kernel: tiles of 32 rows (one row per lane in the score
+/// phase), K and V tiles double buffered through a 2..4-stage cp.async pipeline.
 template <int D, int G, class T>
 struct attend_shape {
-  static constexpr int vec = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte load
-  static constexpr int lanes_per_row = D / vec;
-  static constexpr int rows_per_warp = 32 / lanes_per_row;
-  static constexpr int warps = 4;
-  static constexpr int row_groups = warps * rows_per_warp;
-  static constexpr int unroll = G <= 4 ? 4 : 2;  // rows in flight per row group
-  static_assert(lanes_per_row >= 1 && lanes_per_row <= 32 && 32 % lanes_per_row == 0,
-                "attend_kernel: head_dim * sizeof(T) must be 16..512 bytes and a power of two");
-  static_assert(G <= lanes_per_row, "attend_kernel: GQA group larger than the lanes of a row");
+  static constexpr int threads = 128;
+  static constexpr int warps = threads / 32;
+  static constexpr int rows = 32;
+  static constexpr int vec = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte chunk
+  static constexpr int chunks = D / vec;                          // 16-byte chunks per row
+  static constexpr int tile_bytes = rows * D * static_cast<int>(sizeof(T));  // K or V of one tile
+  static constexpr int stages = 2 * tile_bytes <= 16384 ? 4 : 2;
+  static constexpr int heads_per_warp = (G + warps - 1) / warps;
+  static constexpr int dim_groups = D / 4;                 // 4 output elements per thread
+  static constexpr int row_sets = threads / dim_groups;    // rows of a tile split over this many threads
+  static_assert(threads % dim_groups == 0 && rows % row_sets == 0, "attend_kernel: head_dim 32..128");
+  static constexpr std::size_t smem_bytes =
+      static_cast<std::size_t>(stages) * 2 * tile_bytes + (G * D + D + G * rows + G + 2 * G) * 4 + stages * rows * 4;
+  static_assert(row_sets * G * D * 4 <= stages * 2 * tile_bytes, "attend_kernel: the final reduction reuses the tiles' space");
+  static_assert(chunks >= 8 && chunks % 8 == 0, "attend_kernel: a row must span a multiple of 128 bytes");
+  static_assert(G <= 8, "attend_kernel: GQA group of at most 8");
 };
+
+/// Row masks in the pipeline: bits 0..G-1 the heads that attend the row,
+/// bit 31 set for listed (sampled) rows, which carry the -ln u correction.
+inline constexpr std::uint32_t listed_bit = 0x80000000u;
 
 template <int D, int G, class TQ, class T>
 __global__ void __launch_bounds__(128) attend_kernel(const __grid_constant__ step_args<TQ, T> a) {
   using S = attend_shape<D, G, T>;
-  constexpr int VEC = S::vec, LPR = S::lanes_per_row, NRG = S::row_groups, U = S::unroll;
-  __shared__ float sm_o[NRG][G][D];
-  __shared__ float sm_m[NRG][G], sm_l[NRG][G];
+  constexpr int R = S::rows, NT = S::threads, VEC = S::vec, CH = S::chunks, ST = S::stages;
+  constexpr int HPW = S::heads_per_warp, DG = S::dim_groups, RS = S::row_sets;
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* kv = reinterpret_cast<T*>(smem);  // [ST][K, V][R][D], 16-byte chunks swizzled by row
+  float* qs = reinterpret_cast<float*>(smem + static_cast<std::size_t>(ST) * 2 * S::tile_bytes);
+  float* ms = qs + G * D;   // the index mean (LSH)
+  float* ps = ms + D;       // [R][G] softmax weights of the current tile
+  float* scl = ps + G * R;  // [G] rescale of the running output for the current tile
+  float* fin = scl + G;     // [2][G] final max and sum
+  std::uint32_t* masks = reinterpret_cast<std::uint32_t*>(fin + 2 * G);  // [ST][R]
+  float* osum = reinterpret_cast<float*>(smem);  // [RS][G][D] row-set partial outputs, over the tiles once done
+
   const int split = blockIdx.x, kvh = blockIdx.y, sq = blockIdx.z;
   const seq_desc<TQ, T>& s = a.seq[sq];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int sub = lane % LPR, rg = warp * S::rows_per_warp + lane / LPR, j0 = sub * VEC;
-  const int row_lane0 = lane - sub;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 
-  float q[G][VEC], mean[VEC], qm[G], qn[G];
-#pragma unroll
-  for (int h = 0; h < G; ++h)
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) q[h][i] = to_float(s.q[(kvh * G + h) * s.q_stride + j0 + i]);
-#pragma unroll
-  for (int i = 0; i < VEC; ++i) mean[i] = a.lsh ? s.idx.mean[static_cast<std::size_t>(kvh) * D + j0 + i] : 0.0f;
-#pragma unroll
-  for (int h = 0; h < G; ++h) {
-    float x = 0.0f, y = 0.0f;
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) {
-      x = fmaf(q[h][i], mean[i], x);
-      y = fmaf(q[h][i], q[h][i], y);
-    }
-#pragma unroll
-    for (int o = LPR / 2; o; o >>= 1) {
-      x += __shfl_xor_sync(0xffffffffu, x, o);
-      y += __shfl_xor_sync(0xffffffffu, y, o);
-    }
-    qm[h] = x;
-    qn[h] = sqrtf(y);
-  }
-  // This lane's head for the inclusion probability (one double evaluation per head and key).
-  float my_qm = 0.0f, my_qn = 0.0f;
-#pragma unroll
-  for (int h = 0; h < G; ++h)
-    if (h == sub) {
-      my_qm = qm[h];
-      my_qn = qn[h];
-    }
+  for (int e = tid; e < G * D; e += NT) qs[e] = to_float(s.q[(kvh * G + e / D) * s.q_stride + e % D]);
+  for (int e = tid; e < D; e += NT) ms[e] = a.lsh ? s.idx.mean[static_cast<std::size_t>(kvh) * D + e] : 0.0f;
 
-  const T* kb = s.k + kvh * s.k_head + j0;
-  const T* vb = s.v + kvh * s.v_head + j0;
+  const T* kb = s.k + kvh * s.k_head;
+  const T* vb = s.v + kvh * s.v_head;
   const std::uint32_t n = s.n, da = s.dense_a, db = s.dense_b, nd = da + (n - db);
   const std::size_t slot = static_cast<std::size_t>(sq) * a.hk + kvh;
   const std::uint32_t listed = a.lsh ? a.list_count[slot] : 0u;
@@ -247,139 +368,194 @@ __global__ void __launch_bounds__(128) attend_kernel(const __grid_constant__ ste
   const std::uint64_t total = static_cast<std::uint64_t>(nd) + listed;
   const std::uint32_t p0 = static_cast<std::uint32_t>(total * split / a.splits);
   const std::uint32_t p1 = static_cast<std::uint32_t>(total * (split + 1) / a.splits);
+  const int ntiles = static_cast<int>((p1 - p0 + R - 1) / R);
 
-  float mx[G], sum[G], o[G][VEC];
-#pragma unroll
-  for (int h = 0; h < G; ++h) {
-    mx[h] = -INFINITY;
-    sum[h] = 0.0f;
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) o[h][i] = 0.0f;
-  }
-
-  for (std::uint32_t it = p0; it < p1; it += NRG * U) {  // uniform trip count: shuffles below need every lane
-    uint4 kr[U], vr[U];
-    std::uint32_t mask[U];
-    bool valid[U], is_listed[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const std::uint32_t p = it + u * NRG + rg;
-      valid[u] = p < p1;
-      is_listed[u] = false;
-      mask[u] = 0xffffffffu;
-      kr[u] = make_uint4(0, 0, 0, 0);
-      vr[u] = kr[u];
-      if (valid[u]) {
-        std::uint32_t tok;
-        if (p < da) {
-          tok = p;
-        } else if (p < nd) {
-          tok = db + (p - da);
-        } else {
-          tok = list[p - nd];
-          is_listed[u] = true;
-          mask[u] = flg[tok];
+  // Issue the copies of tile t into stage t % ST (an empty group past the end,
+  // so that the wait count below stays uniform).
+  const auto issue = [&](int t) {
+    if (t < ntiles) {
+      const int st = t % ST;
+      T* kt = kv + static_cast<std::size_t>(st) * 2 * R * D;
+      T* vt = kt + R * D;
+      for (int c = tid; c < R * CH; c += NT) {
+        const int r = c / CH, col = c % CH;
+        const std::uint32_t p = p0 + static_cast<std::uint32_t>(t * R + r);
+        const bool valid = p < p1;
+        std::uint32_t tok = 0, mask = 0;
+        if (valid) {
+          if (p < da) {
+            tok = p;
+            mask = (1u << G) - 1u;
+          } else if (p < nd) {
+            tok = db + (p - da);
+            mask = (1u << G) - 1u;
+          } else {
+            tok = list[p - nd];
+            mask = flg[tok] | listed_bit;
+          }
         }
-        kr[u] = load16(kb + static_cast<std::size_t>(tok) * s.k_tok);
-        vr[u] = load16(vb + static_cast<std::size_t>(tok) * s.v_tok);
+        const int phys = (r * CH + (col ^ (r & 7))) * VEC;
+        cp_async16(kt + phys, kb + static_cast<std::size_t>(tok) * s.k_tok + col * VEC, valid);
+        cp_async16(vt + phys, vb + static_cast<std::size_t>(tok) * s.v_tok + col * VEC, valid);
+        if (col == 0) masks[st * R + r] = mask;
       }
     }
+    cp_async_commit();
+  };
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      float kf[VEC], vf[VEC], dot[G], xc2 = 0.0f;
-      widen16<T>(kr[u], kf);
-      widen16<T>(vr[u], vf);
+  for (int t = 0; t < ST - 1; ++t) issue(t);
+  __syncthreads();  // q and mean in shared memory
+
+  // Score phase: warp w handles heads w, w + 4, ..., lane = row of the tile.
+  float run_m[HPW], run_l[HPW], qn[HPW], qm[HPW];
 #pragma unroll
-      for (int h = 0; h < G; ++h) {
-        float x = 0.0f;
-#pragma unroll
-        for (int i = 0; i < VEC; ++i) x = fmaf(q[h][i], kf[i], x);
-        dot[h] = x;
+  for (int k = 0; k < HPW; ++k) {
+    run_m[k] = -INFINITY;
+    run_l[k] = 0.0f;
+    qn[k] = qm[k] = 0.0f;
+    const int h = warp + S::warps * k;
+    if (a.lsh && h < G) {
+      float x = 0.0f, y = 0.0f;
+      for (int j = lane; j < D; j += 32) {
+        x = fmaf(qs[h * D + j], ms[j], x);
+        y = fmaf(qs[h * D + j], qs[h * D + j], y);
       }
 #pragma unroll
-      for (int off = LPR / 2; off; off >>= 1)
+      for (int o = 16; o; o >>= 1) {
+        x += __shfl_xor_sync(0xffffffffu, x, o);
+        y += __shfl_xor_sync(0xffffffffu, y, o);
+      }
+      qm[k] = x;
+      qn[k] = sqrtf(y);
+    }
+  }
+  // Output phase: a thread owns 4 consecutive output elements of every head
+  // (each V element widened once) over the rows rs, rs + RS, ... of a tile.
+  const int dg = tid % DG, rs = tid / DG, j4 = dg * 4, vc = j4 / VEC, vw = j4 % VEC;
+  constexpr std::uint32_t all_heads = (1u << G) - 1u;
+  float o[G][4];
 #pragma unroll
-        for (int h = 0; h < G; ++h) dot[h] += __shfl_xor_sync(0xffffffffu, dot[h], off);
-      if (a.lsh) {  // uniform branch: only listed keys need the centred norm, the exact path skips it
+  for (int h = 0; h < G; ++h)
 #pragma unroll
-        for (int i = 0; i < VEC; ++i) {
-          const float c = kf[i] - mean[i];  // the centred key, rounded as the index hashed it
-          xc2 = fmaf(c, c, xc2);
+    for (int x = 0; x < 4; ++x) o[h][x] = 0.0f;
+
+  for (int t = 0; t < ntiles; ++t) {
+    issue(t + ST - 1);
+    cp_async_wait<ST - 1>();
+    __syncthreads();  // tile t has landed for every thread's copies
+    const int st = t % ST;
+    const T* kt = kv + static_cast<std::size_t>(st) * 2 * R * D;
+    const T* vt = kt + R * D;
+#pragma unroll
+    for (int k = 0; k < HPW; ++k) {
+      const int h = warp + S::warps * k;
+      if (h >= G) break;  // warp-uniform
+      const int r = lane;
+      const std::uint32_t mk = masks[st * R + r];
+      const bool is_listed = (mk & listed_bit) != 0u, in = ((mk >> h) & 1u) != 0u;
+      float dot = 0.0f, xc2 = 0.0f;
+#pragma unroll 4
+      for (int c = 0; c < CH; ++c) {
+        float kf[VEC];
+        widen16<T>(*reinterpret_cast<const uint4*>(kt + (r * CH + (c ^ (r & 7))) * VEC), kf);
+        const float* qq = qs + h * D + c * VEC;
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) dot = fmaf(qq[i], kf[i], dot);
+        if (is_listed) {
+#pragma unroll
+          for (int i = 0; i < VEC; ++i) {
+            const float x = kf[i] - ms[c * VEC + i];  // the centred key, rounded as the index hashed it
+            xc2 = fmaf(x, x, xc2);
+          }
         }
-#pragma unroll
-        for (int off = LPR / 2; off; off >>= 1) xc2 += __shfl_xor_sync(0xffffffffu, xc2, off);
       }
-      float my_corr = 0.0f;
-      if (is_listed[u] && sub < G && ((mask[u] >> sub) & 1u)) {
-        float my_dot = 0.0f;
+      float sc = -INFINITY;
+      if (in) {
+        sc = dot * a.scale;
+        if (is_listed) {
+          const float den = qn[k] * sqrtf(xc2);
+          sc -= log_inclusion(den > 0.0f ? (dot - qm[k]) / den : 0.0f, a.K, a.L, a.m, a.log_c_m);
+        }
+      }
+      float tmax = sc;
+#pragma unroll
+      for (int off = 16; off; off >>= 1) tmax = nan_max(tmax, __shfl_xor_sync(0xffffffffu, tmax, off));
+      const float mnew = nan_max(run_m[k], tmax);
+      const float p = mnew == -INFINITY ? 0.0f : __expf(sc - mnew);
+      const float f = mnew == -INFINITY ? 1.0f : __expf(run_m[k] - mnew);
+      float psum = p;
+#pragma unroll
+      for (int off = 16; off; off >>= 1) psum += __shfl_xor_sync(0xffffffffu, psum, off);
+      run_l[k] = fmaf(run_l[k], f, psum);
+      run_m[k] = mnew;
+      ps[r * G + h] = p;
+      if (lane == 0) scl[h] = f;
+    }
+    __syncthreads();  // weights of tile t ready
+#pragma unroll
+    for (int h = 0; h < G; ++h) {
+      const float f = scl[h];
+#pragma unroll
+      for (int x = 0; x < 4; ++x) o[h][x] *= f;
+    }
+#pragma unroll 4
+    for (int r = rs; r < R; r += RS) {
+      float v[4], p[G];
+      widen4<T>(vt + (r * CH + (vc ^ (r & 7))) * VEC + vw, v);
+#pragma unroll
+      for (int h = 0; h < G; ++h) p[h] = ps[r * G + h];
+      if ((masks[st * R + r] & all_heads) == all_heads) {  // a row every head attends (uniform per row)
 #pragma unroll
         for (int h = 0; h < G; ++h)
-          if (h == sub) my_dot = dot[h];
-        const double den = static_cast<double>(my_qn) * sqrt(static_cast<double>(xc2));
-        const double c = den > 0.0 ? (static_cast<double>(my_dot) - my_qm) / den : 0.0;
-        my_corr = static_cast<float>(log_inclusion(c, a.K, a.L, a.m, a.log_c_m, a.log_c_m1));
-      }
-      float corr[G];
 #pragma unroll
-      for (int h = 0; h < G; ++h) corr[h] = __shfl_sync(0xffffffffu, my_corr, row_lane0 + h);
-      if (!valid[u]) continue;
+          for (int x = 0; x < 4; ++x) o[h][x] = fmaf(p[h], v[x], o[h][x]);
+      } else {
+        // Rows a head does not attend have p = 0 and must add nothing, so that
+        // a NaN value sampled for one head stays out of the others.
 #pragma unroll
-      for (int h = 0; h < G; ++h) {
-        if (is_listed[u] && !((mask[u] >> h) & 1u)) continue;
-        const float sc = dot[h] * a.scale - corr[h];
-        if (sc > mx[h]) {
-          const float f = __expf(mx[h] - sc);  // exp(-inf) = 0 on the first key
-          sum[h] *= f;
+        for (int h = 0; h < G; ++h)
 #pragma unroll
-          for (int i = 0; i < VEC; ++i) o[h][i] *= f;
-          mx[h] = sc;
-        }
-        const float w = __expf(sc - mx[h]);
-        sum[h] += w;
-#pragma unroll
-        for (int i = 0; i < VEC; ++i) o[h][i] = fmaf(w, vf[i], o[h][i]);
+          for (int x = 0; x < 4; ++x) o[h][x] = p[h] != 0.0f ? fmaf(p[h], v[x], o[h][x]) : o[h][x];
       }
     }
+    __syncthreads();  // stage t % ST is free for tile t + ST
   }
+  cp_async_wait<0>();
+  __syncthreads();  // every tile consumed: osum may overwrite them
 
-  // Merge the row groups of the block; one (o, lse) partial per head.
 #pragma unroll
-  for (int h = 0; h < G; ++h) {
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) sm_o[rg][h][j0 + i] = o[h][i];
-    if (sub == 0) {
-      sm_m[rg][h] = mx[h];
-      sm_l[rg][h] = sum[h];
+  for (int k = 0; k < HPW; ++k) {
+    const int h = warp + S::warps * k;
+    if (h < G && lane == 0) {
+      fin[h] = run_m[k];
+      fin[G + h] = run_l[k];
     }
   }
+#pragma unroll
+  for (int h = 0; h < G; ++h)
+#pragma unroll
+    for (int x = 0; x < 4; ++x) osum[(rs * G + h) * D + j4 + x] = o[h][x];
   __syncthreads();
-  for (int e = threadIdx.x; e < G * D; e += blockDim.x) {
+  for (int e = tid; e < G * D; e += NT) {
     const int h = e / D, j = e % D;
-    float M = -INFINITY;
-    for (int r = 0; r < NRG; ++r)
-      if (sm_m[r][h] > M || sm_m[r][h] != sm_m[r][h]) M = sm_m[r][h];  // NaN wins, so it propagates
+    float acc = 0.0f;
+#pragma unroll
+    for (int k = 0; k < RS; ++k) acc += osum[(k * G + h) * D + j];
     float* out = a.partials + ((static_cast<std::size_t>(sq) * a.hq + kvh * G + h) * a.splits + split) * (D + 1);
-    if (M == -INFINITY) {
-      out[j] = 0.0f;
-      if (j == 0) out[D] = -INFINITY;
-      continue;
-    }
-    float ls = 0.0f, os = 0.0f;
-    for (int r = 0; r < NRG; ++r) {
-      const float w = sm_m[r][h] == -INFINITY ? 0.0f : __expf(sm_m[r][h] - M);
-      ls = fmaf(sm_l[r][h], w, ls);
-      os = fmaf(sm_o[r][h][j], w, os);
-    }
-    out[j] = os / ls;
-    if (j == 0) out[D] = M + __logf(ls);
+    const float M = fin[h], l = fin[G + h];
+    const bool empty = M == -INFINITY;
+    out[j] = empty ? 0.0f : acc / l;
+    if (j == 0) out[D] = empty ? -INFINITY : M + __logf(l);
   }
 }
 
+/// Merges the split partials of one head, then zeroes them (each partial is
+/// read by this block alone), so that no memset of the partials is needed.
 template <int D, class TQ, class T>
 __global__ void __launch_bounds__(D) merge_kernel(const __grid_constant__ step_args<TQ, T> a) {
   const int h = blockIdx.x, sq = blockIdx.y, j = threadIdx.x;
   const seq_desc<TQ, T>& s = a.seq[sq];
-  const float* part = a.partials + (static_cast<std::size_t>(sq) * a.hq + h) * a.splits * (D + 1);
+  float* part = a.partials + (static_cast<std::size_t>(sq) * a.hq + h) * a.splits * (D + 1);
   float M = -INFINITY;
   for (int k = 0; k < a.splits; ++k) {
     const float l = part[k * (D + 1) + D];
@@ -399,28 +575,36 @@ __global__ void __launch_bounds__(D) merge_kernel(const __grid_constant__ step_a
   }
   s.out[h * s.out_stride + j] = o;
   if (j == 0 && s.lse) s.lse[h] = lse * a.lse_factor;
+  for (int k = 0; k < a.splits; ++k) part[k * (D + 1) + j] = 0.0f;
+  __syncthreads();  // every thread has read the lse column
+  for (int k = j; k < a.splits; k += D) part[k * (D + 1) + D] = 0.0f;
 }
 
+/// Grid (list slots / 256, KV heads, requests): optional stats, then the
+/// list and the listed tokens' mask words back to zero. One entry per thread
+/// (the accesses are dependent random reads, so parallelism hides them); each
+/// listed token appears once, so one thread reads and clears its word.
 template <class TQ, class T>
-__global__ void __launch_bounds__(256) list_stats_kernel(const __grid_constant__ step_args<TQ, T> a) {
-  const std::size_t slot = static_cast<std::size_t>(blockIdx.y) * a.hk + blockIdx.x;
+__global__ void __launch_bounds__(256) finish_kernel(const __grid_constant__ step_args<TQ, T> a, bool stats) {
+  const std::size_t slot = static_cast<std::size_t>(blockIdx.z) * a.hk + blockIdx.y;
   const std::uint32_t c = a.list_count[slot];
-  const std::uint32_t* list = a.lists + slot * a.nmax;
-  const std::uint32_t* flg = a.flags + slot * a.nmax;
-  unsigned long long pairs = 0;
-  for (std::uint32_t i = threadIdx.x; i < c; i += blockDim.x) pairs += static_cast<unsigned>(__popc(flg[list[i]]));
-  if (pairs) atomicAdd(a.stats + 2 * blockIdx.y + 1, pairs);
-  if (threadIdx.x == 0) atomicAdd(a.stats + 2 * blockIdx.y, static_cast<unsigned long long>(c));
-}
-
-template <class TQ, class T>
-__global__ void __launch_bounds__(256) clear_lists_kernel(const __grid_constant__ step_args<TQ, T> a) {
-  const std::size_t slot = static_cast<std::size_t>(blockIdx.y) * a.hk + blockIdx.x;
-  const std::uint32_t c = a.list_count[slot];
+  const std::uint32_t i = blockIdx.x * 256u + threadIdx.x;
+  if (blockIdx.x * 256u >= c) return;  // whole block
   std::uint32_t* list = a.lists + slot * a.nmax;
-  for (std::uint32_t i = threadIdx.x; i < c; i += blockDim.x) list[i] = 0;
-  __syncthreads();
-  if (threadIdx.x == 0) a.list_count[slot] = 0;
+  std::uint32_t* flg = a.flags + slot * a.nmax;
+  unsigned pairs = 0;
+  if (i < c) {
+    const std::uint32_t tok = list[i];
+    pairs = static_cast<unsigned>(__popc(flg[tok]));
+    flg[tok] = 0;
+    list[i] = 0;
+  }
+  if (stats) {
+#pragma unroll
+    for (int o = 16; o; o >>= 1) pairs += __shfl_xor_sync(0xffffffffu, pairs, o);
+    if ((threadIdx.x & 31) == 0 && pairs) atomicAdd(a.stats + 2 * blockIdx.z + 1, static_cast<unsigned long long>(pairs));
+    if (blockIdx.x == 0 && threadIdx.x == 0) atomicAdd(a.stats + 2 * blockIdx.z, static_cast<unsigned long long>(c));
+  }
 }
 
 }  // namespace lshattn::cuda_detail
