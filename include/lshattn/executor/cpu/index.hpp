@@ -539,9 +539,13 @@ class cpu_index {
   }
 
   static void prefetch_line(const void* p) noexcept {
-#if defined(__GNUC__)
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
     // asm, not __builtin_prefetch: GCC may delete a loop of the builtin as dead code.
     __asm__ volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
+#elif defined(__GNUC__)
+    __builtin_prefetch(p);
+#else
+    (void)p;
 #endif
   }
   // The cache lines of ids[sp[0], sp[1]).

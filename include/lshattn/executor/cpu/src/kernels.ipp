@@ -129,13 +129,12 @@ inline float lnu_of(float c, const lnu_table& t) {
 }
 
 // ---- the attention kernel ----
-// Rows ahead of the one being scored whose key and value rows are prefetched.
-// One row's prefetches are issued per row scored, so about 8 rows (64 cache
-// lines of 256-byte K and V rows, as many as gather_sum, the roofline probe,
-// keeps in flight) are on their way at any time, spread evenly between the
-// arithmetic rather than in one burst per tile of which the line-fill buffers
-// can only take a fraction at a time.
-constexpr std::size_t prefetch_rows = 8;
+// Prefetching: at the start of each tile of T rows, the key and value rows
+// of the next tile are requested, so a row's lines have between one and two
+// tiles of arithmetic (16-32 rows) to arrive. Spreading the same requests
+// evenly (one row's lines per row scored, 8 or 16 rows ahead) measured slower
+// on a VM with 4 KiB pages, where each row also needs a page walk and so
+// wants the longer lead.
 
 // q.k and q.x in one pass over q, each with dot()'s summation order (two
 // accumulators, alternating W-wide chunks), so the values equal dot()'s.
@@ -189,17 +188,17 @@ void attend(const attend_job& j) {
   std::uint64_t inc[T];
   const std::uint64_t all = G == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << G) - 1;
   const auto row_of = [&](std::size_t i) -> std::size_t { return j.ids ? j.ids[i] : j.first + i; };
-  const auto prefetch = [&](std::size_t i) {
+  const auto fetch = [&](std::size_t i) {
     prefetch_row(keys + row_of(i) * j.key_stride, d * sizeof(TK));
     prefetch_row(values + row_of(i) * j.value_stride, d * sizeof(TV));
   };
-  for (std::size_t i = 0; i < min_of(prefetch_rows, j.count); ++i) prefetch(i);
+  for (std::size_t i = 0; i < min_of(T, j.count); ++i) fetch(i);
   for (std::size_t t0 = 0; t0 < j.count; t0 += T) {
     const std::size_t nt = min_of(T, j.count - t0);
+    for (std::size_t i = t0 + T; i < min_of(t0 + 2 * T, j.count); ++i) fetch(i);
     // Scores of the tile, for the heads that include each row.
     for (std::size_t r = 0; r < nt; ++r) {
       const std::size_t i = t0 + r;
-      if (i + prefetch_rows < j.count) prefetch(i + prefetch_rows);
       std::uint64_t mask = all;
       if (j.mode == correction::lsh) {
         mask = j.member[i];
