@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <iostream>
 #include <cstdio>
 #include <map>
@@ -30,7 +31,14 @@ using namespace lshattn;
 
 namespace {
 
-constexpr std::size_t HQ = 32, HK = 8, D = 128, POOL = 32;
+constexpr std::size_t HQ = 32, HK = 8, D = 128;
+// Sequences rotated through (LSHATTN_BENCH_POOL, default 32): fewer sequences
+// shrink the address range a step touches (L2 and TLB reach), for diagnosis.
+const std::size_t POOL = [] {
+  const char* v = std::getenv("LSHATTN_BENCH_POOL");
+  const std::size_t n = v ? std::strtoull(v, nullptr, 10) : 32;
+  return n ? n : 32;
+}();
 const lsh_params LP{10, 150, 2, 0x4c534841'7474656eull};
 
 __global__ void gen_bf16(bf16* out, std::size_t count, std::uint64_t seed, std::uint64_t stream, const float* offset) {

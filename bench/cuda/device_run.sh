@@ -17,7 +17,11 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,clocks.mem,driver_version --format=csv >"$O/gpu.txt" 2>&1
 timeout 60 "$C/lshattn_test_cuda" >"$O/tests.log" 2>&1
 echo "tests rc=$?" | tee -a "$O/tests.log"
-timeout 110 "$C/cuda_decode_bench" >"$O/bench.log" 2>&1
+# Per-kernel times of the LSH step at 128K/b8 (ncu flushes caches between kernels).
+timeout 90 ncu --clock-control none --metrics gpu__time_duration.sum --launch-count 25 --print-summary per-kernel \
+  -k "regex:^(query_hash|select|attend|merge|finish)_kernel$" "$C/cuda_decode_bench" 131072 \
+  --benchmark_filter=lsh_step/128K/b8 >"$O/ncu.log" 2>&1
+timeout 200 "$C/cuda_decode_bench" >"$O/bench.log" 2>&1
 echo "bench rc=$?" | tee -a "$O/bench.log"
 timeout 50 python3 bench/cuda/torch_sdpa.py >"$O/torch.log" 2>&1
 echo "torch rc=$?" | tee -a "$O/torch.log"
@@ -25,5 +29,5 @@ timeout 60 compute-sanitizer --tool memcheck --error-exitcode 9 "$C/lshattn_test
 echo "memcheck rc=$?" | tee -a "$O/memcheck.log"
 timeout 60 compute-sanitizer --tool racecheck --error-exitcode 9 "$C/lshattn_test_cuda" -tce="*graph*" >"$O/racecheck.log" 2>&1
 echo "racecheck rc=$?" | tee -a "$O/racecheck.log"
-cat "$O/gpu.txt"; tail -n 25 "$O/tests.log"; grep -A20 "^summary" "$O/bench.log"; grep -E "build|copy" "$O/bench.log" | tail -3
+cat "$O/gpu.txt"; tail -n 25 "$O/tests.log"; grep -E "^  void|gpu__time" "$O/ncu.log"; grep -A20 "^summary" "$O/bench.log"; grep -E "build|copy" "$O/bench.log" | tail -3
 cat "$O/torch.log"; tail -n 4 "$O/memcheck.log" "$O/racecheck.log"
