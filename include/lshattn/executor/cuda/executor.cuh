@@ -6,7 +6,8 @@
 // estimator::lsh (MagicPIG sampling; requests carry a cuda_lsh_index);
 // keys and values of one element type (float, bf16, fp16), queries of any;
 // head_dim 64 or 128; GQA groups of 1, 2, 4 or 8 query heads; K/V rows
-// 16-byte aligned. Anything else throws errc::unsupported.
+// 16-byte aligned; L <= 255 tables (collision counts are 8-bit); K <= 12
+// (cuda_lsh_index). Anything else throws errc::unsupported.
 //
 // Engine contract: the step runs on the policy's stream, allocates nothing
 // and copies nothing from the host, so it can be captured in a CUDA graph.
