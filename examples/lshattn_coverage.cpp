@@ -10,16 +10,50 @@
 
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
+#include <exception>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include <lshattn/lshattn.hpp>
 
-int main(int argc, char** argv) {
+#include "support/args.hpp"
+
+namespace {
+
+constexpr const char* usage =
+    "usage: lshattn_coverage [tokens=4096] [trials=300] [K=7] [L=100]\n"
+    "Per-head coverage of the nominal 95% error bars on the llm_like workload (CSV on stdout).";
+
+/// A positive integer argument, or an error naming it.
+long positive(const std::string& name, const std::string& text) {
+  std::size_t used = 0;
+  long v = 0;
+  try {
+    v = std::stol(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || v < 1) throw std::runtime_error(name + " must be a positive integer, not '" + text + "'");
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
   using namespace lshattn;
-  const std::size_t n = argc > 1 ? std::strtoul(argv[1], nullptr, 10) : 4096;
-  const int T = argc > 2 ? std::atoi(argv[2]) : 300;
-  const int K = argc > 3 ? std::atoi(argv[3]) : 7, L = argc > 4 ? std::atoi(argv[4]) : 100;
+  std::vector<std::string> pos;
+  if (!lshattn_examples::parse_args(argc, argv, usage, [&](const std::string& a, const auto&) {
+        if (a.size() > 1 && a[0] == '-') return false;  // no options besides --help
+        pos.push_back(a);
+        return true;
+      }))
+    return 0;
+  if (pos.size() > 4) throw std::runtime_error("at most 4 arguments (try --help)");
+  const std::size_t n = pos.size() > 0 ? static_cast<std::size_t>(positive("tokens", pos[0])) : 4096;
+  const int T = pos.size() > 1 ? static_cast<int>(positive("trials", pos[1])) : 300;
+  const int K = pos.size() > 2 ? static_cast<int>(positive("K", pos[2])) : 7;
+  const int L = pos.size() > 3 ? static_cast<int>(positive("L", pos[3])) : 100;
   const std::size_t D = 32, HQ = 8, HK = 2;
   workload::llm_like_params wp;
   wp.tokens = n;
@@ -66,4 +100,7 @@ int main(int argc, char** argv) {
       std::printf("%s,%zu,%.3f,%.4f,%.4f,%.1f\n", names[est], h, cov[h], std::sqrt(se2[h]), std::sqrt(err2[h]), essm[h]);
   }
   return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "lshattn_coverage: %s\n", e.what());
+  return 1;
 }
