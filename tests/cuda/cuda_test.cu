@@ -376,47 +376,40 @@ TEST_CASE("cuda decode: captured in a CUDA graph and replayed") {
   cudaStreamDestroy(s);
 }
 
-TEST_CASE("cuda decode, estimator::lsh: groups of 8 and 2, float and fp16, head_dim 64, a cache counted in chunks") {
+// Builds a host and a device index over every request's [sink, n - window)
+// and compares the LSH decode of the two executors.
+template <class TQ, class T>
+void compare_lsh(batch_fixture<TQ, T>& f, const lsh_params& lp) {
   const decode_params p;
+  const std::size_t nb = f.seqs.size();
+  std::vector<lsh_index<>> cpu;
+  std::vector<cuda_lsh_index> gpu;
+  std::vector<const lsh_index<>*> hp;
+  std::vector<const cuda_lsh_index*> dp;
+  std::size_t nmax = 0;
+  for (std::size_t i = 0; i < nb; ++i) {
+    cpu.emplace_back(f.d, f.hk, lp);
+    gpu.emplace_back(f.d, f.hk, lp);
+    nmax = std::max(nmax, f.seqs[i].n);
+  }
+  for (std::size_t i = 0; i < nb; ++i) {
+    cpu[i].build(f.hkeys(i), p.sink, f.seqs[i].n - p.window);
+    gpu[i].build(f.dkeys(i), p.sink, f.seqs[i].n - p.window);
+    hp.push_back(&cpu[i]);
+    dp.push_back(&gpu[i]);
+  }
+  cuda_workspace ws(cuda.workspace_bytes_for(nb, f.hq, f.hk, f.d, nmax, lp.L, true));
+  compare(f, estimator::lsh{}, p, hp, dp, ws);
+}
+
+TEST_CASE("cuda decode, estimator::lsh: groups of 8 and 2, float and fp16, head_dim 64, a cache counted in chunks") {
   SUBCASE("float, head_dim 64, group 8") {
-    const lsh_params lp{8, 40, 2, 41};
     batch_fixture<float, float> f({2000, 5000}, 8, 1, 64, 51);
-    std::vector<lsh_index<>> cpu;
-    std::vector<cuda_lsh_index> gpu;
-    std::vector<const lsh_index<>*> hp;
-    std::vector<const cuda_lsh_index*> dp;
-    for (std::size_t i = 0; i < 2; ++i) {
-      cpu.emplace_back(64, 1, lp);
-      gpu.emplace_back(64, 1, lp);
-    }
-    for (std::size_t i = 0; i < 2; ++i) {
-      cpu[i].build(f.hkeys(i), p.sink, f.seqs[i].n - p.window);
-      gpu[i].build(f.dkeys(i), p.sink, f.seqs[i].n - p.window);
-      hp.push_back(&cpu[i]);
-      dp.push_back(&gpu[i]);
-    }
-    cuda_workspace ws(cuda.workspace_bytes_for(2, 8, 1, 64, 5000, lp.L, true));
-    compare(f, estimator::lsh{}, p, hp, dp, ws);
+    compare_lsh(f, lsh_params{8, 40, 2, 41});
   }
   SUBCASE("fp16, head_dim 128, group 2, 100,000 tokens: select_kernel splits the cache into chunks") {
-    const lsh_params lp{6, 30, 2, 43};
     batch_fixture<fp16, fp16> f({100000, 3000}, 4, 2, 128, 52);
-    std::vector<lsh_index<>> cpu;
-    std::vector<cuda_lsh_index> gpu;
-    std::vector<const lsh_index<>*> hp;
-    std::vector<const cuda_lsh_index*> dp;
-    for (std::size_t i = 0; i < 2; ++i) {
-      cpu.emplace_back(128, 2, lp);
-      gpu.emplace_back(128, 2, lp);
-    }
-    for (std::size_t i = 0; i < 2; ++i) {
-      cpu[i].build(f.hkeys(i), p.sink, f.seqs[i].n - p.window);
-      gpu[i].build(f.dkeys(i), p.sink, f.seqs[i].n - p.window);
-      hp.push_back(&cpu[i]);
-      dp.push_back(&gpu[i]);
-    }
-    cuda_workspace ws(cuda.workspace_bytes_for(2, 4, 2, 128, 100000, lp.L, true));
-    compare(f, estimator::lsh{}, p, hp, dp, ws);
+    compare_lsh(f, lsh_params{6, 30, 2, 43});
   }
 }
 

@@ -78,6 +78,21 @@ class device_buffer {
   std::size_t n_ = 0;
 };
 
+/// Widen the 2N 16-bit elements packed in N words (bf16 or fp16, low half first) to float.
+template <class T, int N>
+__device__ __forceinline__ void widen_halves(const unsigned (&w)[N], float* out) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    if constexpr (std::is_same_v<T, bf16>) {
+      out[2 * i] = __uint_as_float(w[i] << 16);
+      out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    } else {
+      out[2 * i] = fp16::to_float(static_cast<std::uint16_t>(w[i] & 0xffffu));
+      out[2 * i + 1] = fp16::to_float(static_cast<std::uint16_t>(w[i] >> 16));
+    }
+  }
+}
+
 /// Widen VEC elements packed in 16 bytes to float.
 template <class T>
 __device__ __forceinline__ void widen16(const uint4& raw, float* out) {
@@ -88,16 +103,7 @@ __device__ __forceinline__ void widen16(const uint4& raw, float* out) {
     out[3] = __uint_as_float(raw.w);
   } else {
     const unsigned w[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      if constexpr (std::is_same_v<T, bf16>) {
-        out[2 * i] = __uint_as_float(w[i] << 16);
-        out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-      } else {
-        out[2 * i] = fp16::to_float(static_cast<std::uint16_t>(w[i] & 0xffffu));
-        out[2 * i + 1] = fp16::to_float(static_cast<std::uint16_t>(w[i] >> 16));
-      }
-    }
+    widen_halves<T>(w, out);
   }
 }
 

@@ -294,16 +294,7 @@ __device__ __forceinline__ void widen4(const T* p, float* out) {
   } else {
     const uint2 x = *reinterpret_cast<const uint2*>(p);
     const unsigned w[2] = {x.x, x.y};
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      if constexpr (std::is_same_v<T, bf16>) {
-        out[2 * i] = __uint_as_float(w[i] << 16);
-        out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-      } else {
-        out[2 * i] = fp16::to_float(static_cast<std::uint16_t>(w[i] & 0xffffu));
-        out[2 * i + 1] = fp16::to_float(static_cast<std::uint16_t>(w[i] >> 16));
-      }
-    }
+    widen_halves<T>(w, out);
   }
 }
 
