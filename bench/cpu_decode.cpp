@@ -17,7 +17,8 @@
 // LSHATTN_BENCH_THREADS sets the thread count (default: all hardware
 // threads), LSHATTN_BENCH_MAX_CONTEXT caps the contexts (default 131072),
 // LSHATTN_BENCH_BUILD_CONTEXT sets the index-build benchmarks' context
-// (default: the largest context run).
+// (default: the largest context run), LSHATTN_BENCH_POOL the number of batches
+// the decode benchmarks rotate through (default 1; see pool()).
 // The KV caches and the roofline buffer are allocated 2 MiB aligned and
 // advised into transparent huge pages (madvise), as a serving system's KV
 // cache would be: a sampled step reads a few rows per 4 KiB page, so with
@@ -84,7 +85,17 @@ std::size_t threads() {
 }
 executor::cpu_policy exec() { return cpu(threads()); }
 
-/// B sequences of the anchor workload at n tokens, bf16, with their indexes.
+/// Batches the decode benchmarks rotate through (LSHATTN_BENCH_POOL, default
+/// 1). With 1 every step re-reads one batch, whose sampled rows then sit in the
+/// last-level cache from the second step on; an engine decoding many layers
+/// reads them from memory. Rotating enough batches (their bytes several times
+/// the cache) measures that case; it costs P times the memory and set-up time.
+std::size_t pool() {
+  static const std::size_t p = std::max<std::size_t>(1, env_size("LSHATTN_BENCH_POOL", 1));
+  return p;
+}
+
+/// pool() x B sequences of the anchor workload at n tokens, bf16, with their indexes.
 struct config {
   std::size_t n = 0, B = 0;
   std::vector<bench_vector<bf16>> K, V;
@@ -101,11 +112,12 @@ config& get(std::size_t n, std::size_t B) {
   auto c = std::make_unique<config>();
   c->n = n;
   c->B = B;
-  c->K.resize(B);
-  c->V.resize(B);
-  c->Q.resize(B);
+  const std::size_t S = B * pool();
+  c->K.resize(S);
+  c->V.resize(S);
+  c->Q.resize(S);
   // Sequences generated in parallel, at most threads() at a time (memory).
-  cpu(std::min(threads(), B)).parallel_for(B, [&](std::size_t s, std::size_t) {
+  cpu(std::min(threads(), S)).parallel_for(S, [&](std::size_t s, std::size_t) {
       const auto w = workload::anchor({n, HQ, HK, D, 2026 + s});
       c->K[s].resize(w.keys.size());
       c->V[s].resize(w.values.size());
@@ -115,14 +127,15 @@ config& get(std::size_t n, std::size_t B) {
       for (std::size_t i = 0; i < w.queries.size(); ++i) c->Q[s][i] = bf16(w.queries[i]);
   });
   c->out.assign(B * HQ * D, 0.0f);
-  for (std::size_t s = 0; s < B; ++s) {
+  c->idx.reserve(S);  // requests point into it
+  for (std::size_t s = 0; s < S; ++s) {
     c->idx.emplace_back(D, HK, LP);
     c->idx.back().build(exec(), cache_view<const bf16>(c->K[s].data(), HK, n, D), DP.sink, n - DP.window);
   }
-  for (std::size_t s = 0; s < B; ++s)
+  for (std::size_t s = 0; s < S; ++s)
     c->reqs.push_back({matrix_view<const bf16>(c->Q[s].data(), HQ, D), cache_view<const bf16>(c->K[s].data(), HK, n, D),
                        cache_view<const bf16>(c->V[s].data(), HK, n, D), &c->idx[s],
-                       matrix_view<float>(c->out.data() + s * HQ * D, HQ, D)});
+                       matrix_view<float>(c->out.data() + (s % B) * HQ * D, HQ, D)});
   current = std::move(c);
   return *current;
 }
@@ -149,18 +162,20 @@ double step_bytes(const decode_stats& s, std::size_t n, std::size_t B, bool lsh)
 template <class Est>
 void BM_decode(benchmark::State& st, std::size_t n, std::size_t B, Est est) {
   config& c = get(n, B);
-  const std::span<const decode_request<bf16, bf16, bf16, cpu_index>> batch(c.reqs);
+  using request = decode_request<bf16, bf16, bf16, cpu_index>;
   decode_stats s;
   {
-    auto r = c.reqs;
+    std::vector<request> r(c.reqs.begin(), c.reqs.begin() + B);  // the first batch's counts stand for all
     for (auto& x : r) x.stats = &s;
-    decode(exec(), est, DP, std::span<const decode_request<bf16, bf16, bf16, cpu_index>>(r));
+    decode(exec(), est, DP, std::span<const request>(r));
   }
+  std::size_t it = 0;
   for (auto _ : st) {
-    decode(exec(), est, DP, batch);
+    decode(exec(), est, DP, std::span<const request>(c.reqs.data() + (it++ % pool()) * B, B));
     benchmark::DoNotOptimize(c.out.data());
   }
   report(st, step_bytes(s, n, B, std::is_same_v<Est, estimator::lsh>), s, B);
+  st.counters["pool"] = static_cast<double>(pool());
 }
 
 // The executor's phases A (query hashing) and B (retrieval), alone.
@@ -381,6 +396,7 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   benchmark::AddCustomContext("isa", cpu_isa_name());
   benchmark::AddCustomContext("threads", std::to_string(threads()));
+  benchmark::AddCustomContext("pool", std::to_string(pool()));
   reg(benchmark::RegisterBenchmark("roofline/stream", BM_stream));
   reg(benchmark::RegisterBenchmark("roofline/gather", BM_gather));
   const std::size_t max_n = env_size("LSHATTN_BENCH_MAX_CONTEXT", 131072);
