@@ -46,22 +46,14 @@ struct lsh {
     }
     out.allocate_weights();
     const auto mean = index.mean(ctx.kv_head);
-    std::vector<float> x(d);
     for (std::size_t h = 0; h < g; ++h) {
       const float* q = ctx.queries.row(h);
-      double qn = 0.0;
-      for (std::size_t j = 0; j < d; ++j) qn += static_cast<double>(q[j]) * q[j];
-      qn = std::sqrt(qn);
+      const double qn = norm_of(q, d);
       std::size_t j_out = 0;
       for (std::uint32_t id : per_head[h]) {
         while (out.ids[j_out] != id) ++j_out;
-        const T* k = ctx.keys.row(id);
         double dot = 0.0, kn = 0.0;
-        for (std::size_t j = 0; j < d; ++j) {
-          const double xc = static_cast<double>(to_float(k[j]) - mean[j]);  // the centred key as hashed
-          dot += static_cast<double>(q[j]) * xc;
-          kn += xc * xc;
-        }
+        centred_dot(q, ctx.keys.row(id), mean, d, dot, kn);
         const double c = collision::cosine(dot, qn, std::sqrt(kn));
         const double u = collision::inclusion_probability(index.family().table_collision_probability(c), L, threshold);
         // A retrieved key has u > 0 in exact arithmetic; the floor keeps a
@@ -87,21 +79,13 @@ struct lsh {
     const std::size_t d = ctx.keys.cols;
     const auto mean = index.mean(ctx.kv_head);
     const float* q = ctx.queries.row(h);
-    double qn = 0.0;
-    for (std::size_t j = 0; j < d; ++j) qn += static_cast<double>(q[j]) * q[j];
-    qn = std::sqrt(qn);
+    const double qn = norm_of(q, d);
     std::vector<double> x;  // the sampled centred keys, [k, d] row-major
     std::vector<double> norm, theta, p, pi;  // per key: |x|, angle to q, table and set inclusion probabilities
     for (std::size_t j = 0; j < set.ids.size(); ++j) {
       if (set.log_pi_of(h, j) == -std::numeric_limits<double>::infinity()) continue;
-      const T* k = ctx.keys.row(set.ids[j]);
       double dot = 0.0, kn = 0.0;
-      for (std::size_t c = 0; c < d; ++c) {
-        const double xc = static_cast<double>(to_float(k[c]) - mean[c]);
-        x.push_back(xc);
-        dot += static_cast<double>(q[c]) * xc;
-        kn += xc * xc;
-      }
+      centred_dot(q, ctx.keys.row(set.ids[j]), mean, d, dot, kn, &x);
       norm.push_back(std::sqrt(kn));
       const double c = collision::cosine(dot, qn, norm.back());
       theta.push_back(std::acos(c));
@@ -123,6 +107,26 @@ struct lsh {
         const auto t = collision::table_outcomes_of_angles(theta[a], theta[b], std::acos(cab), p[a], p[b], K);
         out[a * n + b] = out[b * n + a] = collision::joint_inclusion_probability(t, L, threshold, pi[a], pi[b]);
       }
+    }
+  }
+
+ private:
+  static double norm_of(const float* q, std::size_t d) {
+    double s = 0.0;
+    for (std::size_t j = 0; j < d; ++j) s += static_cast<double>(q[j]) * q[j];
+    return std::sqrt(s);
+  }
+
+  /// q . x and |x|^2 in float64 for the centred key x = k - mean, rounded in
+  /// float as the index hashed it; x is appended to *centred when given.
+  template <class T, class M>
+  static void centred_dot(const float* q, const T* k, const M& mean, std::size_t d, double& dot, double& kn,
+                          std::vector<double>* centred = nullptr) {
+    for (std::size_t j = 0; j < d; ++j) {
+      const double xc = static_cast<double>(to_float(k[j]) - mean[j]);
+      if (centred) centred->push_back(xc);
+      dot += static_cast<double>(q[j]) * xc;
+      kn += xc * xc;
     }
   }
 };
