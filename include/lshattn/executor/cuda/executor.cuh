@@ -75,7 +75,7 @@ inline std::size_t align_up(std::size_t x) { return (x + 255) & ~std::size_t{255
 /// The small regions come first; those before the partials are zeroed by one
 /// memset at the end of a step, the rest by the kernels that last read them.
 struct workspace_layout {
-  std::size_t list_count = 0, stats = 0, qcodes = 0, partials = 0, small_end = 0;
+  std::size_t list_count = 0, stats = 0, qcodes = 0, partials = 0;
   std::size_t flags = 0, lists = 0, total = 0;
 
   workspace_layout(std::size_t batch, std::size_t hq, std::size_t hk, std::size_t d, std::size_t max_tokens, int L,
@@ -90,7 +90,6 @@ struct workspace_layout {
     at += align_up(lsh ? b * hq * static_cast<std::size_t>(L) * 4 : 0);
     partials = at;
     at += align_up(b * hq * max_splits * (d + 1) * 4);
-    small_end = at;
     flags = at;
     at += align_up(lsh ? b * hk * max_tokens * 4 : 0);
     lists = at;

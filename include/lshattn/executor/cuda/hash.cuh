@@ -216,20 +216,14 @@ class device_simhash {
   device_buffer<double> norms_;
 };
 
-/// [x . w > 0] for one float query against hyperplane column p of the
-/// transposed planes: float64 sum of exact products, certified by Higham's
-/// bound gamma_{n+1} sum |x_j w_j| (as dot_positive), else decided exactly.
-__device__ __forceinline__ bool query_bit(const float* q, const float* planes_t, int P, int p, int d) {
-  double s = 0.0, mag = 0.0;
-  for (int j = 0; j < d; ++j) {
-    const double v = static_cast<double>(q[j]) * static_cast<double>(planes_t[static_cast<std::size_t>(j) * P + p]);
-    s += v;
-    mag += fabs(v);
-  }
+/// [x . w > 0] given s, the float64 sum of the d exact products x_j w_j,
+/// and mag, the sum of their magnitudes: certified by Higham's bound
+/// gamma_{d+1} mag (as hash::dot_positive), else decided exactly.
+template <class XAt, class WAt>
+__device__ __forceinline__ bool certified_positive(double s, double mag, int d, XAt x_at, WAt w_at) {
   const double u = 0x1p-53 * static_cast<double>(d + 1);
   if (fabs(s) > u / (1.0 - u) * mag) return s > 0.0;
-  return exact_dot_sign_fixed([&](int j) { return q[j]; },
-                              [&](int j) { return planes_t[static_cast<std::size_t>(j) * P + p]; }, d) > 0;
+  return exact_dot_sign_fixed(x_at, w_at, d) > 0;
 }
 
 }  // namespace lshattn::cuda_detail

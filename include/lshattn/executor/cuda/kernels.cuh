@@ -111,15 +111,12 @@ __global__ void __launch_bounds__(256) query_hash_kernel(const __grid_constant__
         mag[h] += fabs(v);
       }
     }
-    const double u = 0x1p-53 * static_cast<double>(d + 1);
 #pragma unroll
     for (int h = 0; h < HB; ++h) {
       if (h >= nh) break;
-      // Higham's bound gamma_{d+1} sum |x_j w_j| certifies the sign, else it is decided exactly.
-      bool bit = acc[h] > 0.0;
-      if (!(fabs(acc[h]) > u / (1.0 - u) * mag[h]))
-        bit = exact_dot_sign_fixed([&](int j) { return qs[h * d + j]; },
-                                   [&](int j) { return s.idx.planes_t[static_cast<std::size_t>(j) * P + p]; }, d) > 0;
+      const bool bit = certified_positive(
+          acc[h], mag[h], d, [&](int j) { return qs[h * d + j]; },
+          [&](int j) { return s.idx.planes_t[static_cast<std::size_t>(j) * P + p]; });
       bits[h * pb + pp] = bit ? 1 : 0;
     }
   }
