@@ -289,7 +289,7 @@ void BM_hash(benchmark::State& st, std::size_t n) {
   std::vector<float> means(HK * executor::cpu_detail::padded(D), 0.0f);
   for (std::size_t h = 0; h < HK; ++h)
     for (std::size_t j = 0; j < D; ++j) means[h * executor::cpu_detail::padded(D) + j] = c.idx[0].mean(h)[j];
-  std::vector<std::uint16_t> codes;
+  cpu_index::code_vector codes;
   for (auto _ : st) c.idx[0].hash_keys(exec(), kc, 0, n, means.data(), codes);
   const double flop = 2.0 * static_cast<double>(n * HK) * D * LP.K * LP.L;
   st.counters["GFLOP/s"] = benchmark::Counter(flop * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
@@ -329,7 +329,7 @@ void BM_tables(benchmark::State& st, std::size_t n) {
   std::vector<float> means(HK * executor::cpu_detail::padded(D), 0.0f);
   for (std::size_t h = 0; h < HK; ++h)
     for (std::size_t j = 0; j < D; ++j) means[h * executor::cpu_detail::padded(D) + j] = c.idx[0].mean(h)[j];
-  std::vector<std::uint16_t> codes;
+  cpu_index::code_vector codes;
   c.idx[0].hash_keys(exec(), kc, b, e, means.data(), codes);
   cpu_index scratch(D, HK, LP);
   for (auto _ : st) scratch.build_from_codes(exec(), means, codes, b, e);

@@ -134,10 +134,11 @@ TEST_CASE("kernels: GEMM hashing of every available ISA gives simhash::hash's co
     conformance::check_hash_codes([k](const hash::simhash<>& f, const float* x, std::size_t n, std::size_t ld,
                                       std::uint32_t* codes) {
       const executor::cpu_detail::hash_plan plan(f);
-      std::vector<float> X(n * plan.dpad), norms(n), C(n * plan.ppad), zero(plan.dpad, 0.0f);
+      std::vector<float> X(n * plan.dpad), norms(n), zero(plan.dpad, 0.0f);
+      std::vector<std::uint64_t> bits(n * plan.words()), unsure(n * plan.words());
       k->centre[0](x, ld, n, zero.data(), f.dim(), X.data(), plan.dpad, norms.data());
       const std::size_t L = static_cast<std::size_t>(f.tables());
-      plan.encode(*k, X.data(), n, plan.dpad, norms.data(), C.data(),
+      plan.encode(*k, X.data(), n, plan.dpad, norms.data(), bits.data(), unsure.data(),
                   [&](std::size_t i, int l, std::uint32_t c) { codes[i * L + static_cast<std::size_t>(l)] = c; });
     });
   }

@@ -136,33 +136,43 @@ struct hash_plan {
     }
   }
 
+  /// 64-bit words of bits per row (gemm_sign's layout).
+  [[nodiscard]] std::size_t words() const noexcept { return ppad / 64; }
+
   /// Codes of n padded fp32 rows X [n][ldx] with norm upper bounds `norms`:
-  /// emit(i, l, code) for every row and table. C is scratch [n][ppad].
+  /// emit(i, l, code) for every row and table, tables in the outer loop (a
+  /// table-major code array is then written in order: row-major emission
+  /// stored to 150 places n tokens apart per row, a TLB miss each). bits and
+  /// unsure are scratch of n * words() each.
   template <class Emit>
-  void encode(const kernel_table& k, const float* X, std::size_t n, std::size_t ldx, const float* norms, float* C,
-              Emit&& emit) const {
-    k.gemm(X, n, ldx, Wt.data(), dpad, ppad, C, ppad);
-    std::vector<std::uint64_t> bits(ppad / 64), unsure(ppad / 64);
+  void encode(const kernel_table& k, const float* X, std::size_t n, std::size_t ldx, const float* norms,
+              std::uint64_t* bits, std::uint64_t* unsure, Emit&& emit) const {
+    k.gemm_sign(X, n, ldx, Wt.data(), dpad, P, bound.data(), norms, bits, unsure);
+    const std::size_t nw = words();
     const std::uint64_t last_mask = P % 64 ? (std::uint64_t{1} << (P % 64)) - 1 : ~std::uint64_t{0};
-    for (std::size_t i = 0; i < n; ++i) {
-      const float* x = X + i * ldx;
-      if (k.sign_bits(C + i * ppad, bound.data(), norms[i], ppad, bits.data(), unsure.data())) {
-        for (std::size_t w = 0; w < P / 64 + (P % 64 != 0); ++w) {
-          std::uint64_t u = unsure[w] & (w == (P - 1) / 64 ? last_mask : ~std::uint64_t{0});
-          while (u) {
-            const int b = __builtin_ctzll(u);
-            u &= u - 1;
-            const std::size_t p = w * 64 + static_cast<std::size_t>(b);
-            if (hash::dot_positive(x, planes + p * dim, dim)) bits[w] |= std::uint64_t{1} << b;
-            else bits[w] &= ~(std::uint64_t{1} << b);
-          }
+    for (std::size_t w = 0; w < nw; ++w) {
+      const std::uint64_t keep = w + 1 == nw ? last_mask : ~std::uint64_t{0};
+      for (std::size_t i = 0; i < n; ++i) {
+        std::uint64_t u = unsure[w * n + i] & keep;
+        while (u) {
+          const int j = __builtin_ctzll(u);
+          u &= u - 1;
+          const std::size_t p = w * 64 + static_cast<std::size_t>(j);
+          if (hash::dot_positive(X + i * ldx, planes + p * dim, dim)) bits[w * n + i] |= std::uint64_t{1} << j;
+          else bits[w * n + i] &= ~(std::uint64_t{1} << j);
         }
       }
-      for (int l = 0; l < L; ++l) {
-        const std::size_t o = static_cast<std::size_t>(l) * static_cast<std::size_t>(K);
-        std::uint64_t v = bits[o / 64] >> (o % 64);
-        if (o % 64 + static_cast<std::size_t>(K) > 64) v |= bits[o / 64 + 1] << (64 - o % 64);
-        emit(i, l, static_cast<std::uint32_t>(v & ((std::uint64_t{1} << K) - 1)));
+    }
+    const std::uint64_t mask = (std::uint64_t{1} << K) - 1;
+    for (int l = 0; l < L; ++l) {
+      const std::size_t o = static_cast<std::size_t>(l) * static_cast<std::size_t>(K), s = o % 64;
+      const std::uint64_t* lo = bits + (o / 64) * n;
+      if (s + static_cast<std::size_t>(K) > 64) {
+        const std::uint64_t* hi = lo + n;
+        for (std::size_t i = 0; i < n; ++i)
+          emit(i, l, static_cast<std::uint32_t>(((lo[i] >> s) | (hi[i] << (64 - s))) & mask));
+      } else {
+        for (std::size_t i = 0; i < n; ++i) emit(i, l, static_cast<std::uint32_t>((lo[i] >> s) & mask));
       }
     }
   }
@@ -170,7 +180,8 @@ struct hash_plan {
 
 /// Per-thread scratch of hashing and retrieval, reused across calls.
 struct cpu_scratch {
-  std::vector<float> X, C, norms;
+  std::vector<float> X, norms;
+  std::vector<std::uint64_t> bits, unsure;  // hashing: sign and unsure bits, [words][rows]
   std::vector<std::uint32_t> cnt, slot;  // block-local: epoch-stamped counts and union slots
   std::vector<std::uint32_t> span;       // retrieval: [group][L] bucket bounds (lo, hi) in a block's ids
   std::vector<std::uint16_t> hits;       // retrieval: block-local ids whose count reached m, in order
@@ -193,6 +204,11 @@ class cpu_index {
   using code_type = std::uint32_t;
   /// Tokens per block: 16-bit offsets and 16-bit bucket starts.
   static constexpr std::size_t block_tokens = 65535;
+  /// Codes as hash_keys() writes them, [head][table][token]: storage whose
+  /// resize() leaves the elements uninitialised (hash_keys writes every one,
+  /// in parallel; zero-filling 315 MB at 128K tokens first took one thread
+  /// tens of milliseconds), huge-page advised like the tables.
+  using code_vector = std::vector<std::uint16_t, executor::cpu_detail::table_allocator<std::uint16_t>>;
 
   cpu_index() = default;
   /// An empty index; K must be at most 16 (16-bit codes in the tail).
@@ -237,7 +253,7 @@ class cpu_index {
     exec.parallel_for(heads_, [&](std::size_t h, std::size_t) {
       detail::chunked_key_mean(keys.head(h), begin, end, &means[h * plan_.dpad]);
     });
-    std::vector<std::uint16_t> codes;
+    code_vector codes;
     hash_keys(exec, keys, begin, end, means.data(), codes);
     (void)k;
     build_from_codes(exec, std::move(means), codes, begin, end);
@@ -247,7 +263,7 @@ class cpu_index {
   /// and codes (as hash_keys() returns them) for tokens [begin, end). Public
   /// for benchmarks; the codes must come from hash_keys() with these means.
   void build_from_codes(const executor::cpu_policy& exec, std::vector<float> means,
-                        const std::vector<std::uint16_t>& codes, std::size_t begin, std::size_t end) {
+                        const code_vector& codes, std::size_t begin, std::size_t end) {
     const std::size_t L = static_cast<std::size_t>(family_.tables());
     LSHATTN_REQUIRE(means.size() == heads_ * plan_.dpad && codes.size() == heads_ * L * (end - begin),
                     shape_mismatch, "codes", "codes.size() = ", codes.size(), " but ", heads_ * L * (end - begin),
@@ -293,7 +309,7 @@ class cpu_index {
   /// codes[(h * L + l) * (end - begin) + i]. The hashing half of build(), public for benchmarks.
   template <element_type T>
   void hash_keys(const executor::cpu_policy& exec, const cache_view<const T>& keys, std::size_t begin,
-                 std::size_t end, const float* means, std::vector<std::uint16_t>& codes) const {
+                 std::size_t end, const float* means, code_vector& codes) const {
     const std::size_t n = end - begin, L = static_cast<std::size_t>(family_.tables());
     codes.resize(heads_ * L * n);
     constexpr std::size_t chunk = 512;
@@ -303,13 +319,14 @@ class cpu_index {
       const std::size_t h = task / chunks, r0 = (task % chunks) * chunk, nr = std::min(chunk, n - r0);
       auto& s = executor::cpu_detail::cpu_scratch::local();
       s.X.resize(chunk * plan_.dpad);
-      s.C.resize(chunk * plan_.ppad);
+      s.bits.resize(chunk * plan_.words());
+      s.unsure.resize(chunk * plan_.words());
       s.norms.resize(chunk);
       const auto kv = keys.head(h);
       k.centre[static_cast<int>(dtype_of<T>)](kv.row(begin + r0), kv.row_stride, nr, means + h * plan_.dpad, dim(),
                                               s.X.data(), plan_.dpad, s.norms.data());
       std::uint16_t* out = codes.data() + h * L * n + r0;
-      plan_.encode(k, s.X.data(), nr, plan_.dpad, s.norms.data(), s.C.data(),
+      plan_.encode(k, s.X.data(), nr, plan_.dpad, s.norms.data(), s.bits.data(), s.unsure.data(),
                    [&](std::size_t i, int l, std::uint32_t c) { out[static_cast<std::size_t>(l) * n + i] = static_cast<std::uint16_t>(c); });
     });
   }
@@ -323,7 +340,7 @@ class cpu_index {
     if (new_end == end_) return;
     detail::check_finite_keys(keys, end_, new_end);
     const std::size_t L = static_cast<std::size_t>(family_.tables()), add = new_end - end_, old = tail_size();
-    std::vector<std::uint16_t> codes;
+    code_vector codes;
     hash_keys(exec, keys, end_, new_end, means_.data(), codes);
     for (std::size_t h = 0; h < heads_; ++h) {
       std::vector<std::uint16_t> grown(L * (old + add));
@@ -495,7 +512,8 @@ class cpu_index {
   void hash_queries(const executor::cpu_detail::kernel_table& k, const float* q, std::size_t g,
                     std::uint32_t* codes) const {
     auto& s = executor::cpu_detail::cpu_scratch::local();
-    s.C.resize(std::max(s.C.size(), g * plan_.ppad));
+    s.bits.resize(std::max(s.bits.size(), g * plan_.words()));
+    s.unsure.resize(std::max(s.unsure.size(), g * plan_.words()));
     s.norms.resize(std::max(s.norms.size(), g));
     for (std::size_t i = 0; i < g; ++i) {
       double n2 = 0.0;
@@ -503,7 +521,7 @@ class cpu_index {
       s.norms[i] = static_cast<float>(std::sqrt(n2)) * (1.0f + 0x1p-10f);
     }
     const std::size_t L = static_cast<std::size_t>(family_.tables());
-    plan_.encode(k, q, g, plan_.dpad, s.norms.data(), s.C.data(),
+    plan_.encode(k, q, g, plan_.dpad, s.norms.data(), s.bits.data(), s.unsure.data(),
                  [&](std::size_t i, int l, std::uint32_t c) { codes[i * L + static_cast<std::size_t>(l)] = c; });
   }
 
@@ -577,7 +595,7 @@ class cpu_index {
     }
   }
 
-  void tables_from_codes(const executor::cpu_policy& exec, const std::vector<std::uint16_t>& codes, std::size_t n,
+  void tables_from_codes(const executor::cpu_policy& exec, const code_vector& codes, std::size_t n,
                          std::vector<head_tables>& tables) const {
     const std::size_t L = static_cast<std::size_t>(family_.tables()), B = family_.buckets();
     const std::size_t blocks = (n + block_tokens - 1) / block_tokens;

@@ -74,19 +74,21 @@ using attend_fn = void (*)(const attend_job&);
 /// rounded up by a relative 2^-10 (an upper bound, for the certified hashing).
 using centre_fn = void (*)(const void* rows, std::size_t stride, std::size_t n, const float* mean, std::size_t dim,
                            float* X, std::size_t ldx, float* norms);
-/// Columns per packed panel of the GEMM's right-hand side.
+/// Columns per packed panel of the GEMM's right-hand side (one 64-bit word of bits).
 inline constexpr std::size_t gemm_panel = 64;
-/// C[i][p] = sum_k X[i][k] W[p][k] for i < n, p < ppad (a multiple of 64);
-/// X [n][ldx], C [n][ldc]. W is packed in panels of 64 columns: element
-/// (k, p) at Wt[(p / 64) * dpad * 64 + k * 64 + p % 64], 64-byte aligned.
-/// Any summation order: the rounding bound used by sign_bits holds for all.
-using gemm_fn = void (*)(const float* X, std::size_t n, std::size_t ldx, const float* Wt, std::size_t dpad,
-                         std::size_t ppad, float* C, std::size_t ldc);
-/// For p < ppad: bit p of `bits` = [c[p] > 0], bit p of `unsure` = [|c[p]| <=
-/// bound[p] * norm + tiny], the bits whose sign rounding may have flipped.
-/// Returns whether any bit is unsure.
-using sign_fn = bool (*)(const float* c, const float* bound, float norm, std::size_t ppad, std::uint64_t* bits,
-                         std::uint64_t* unsure);
+/// The sign bits of C = X W^T, C[i][p] = sum_k X[i][k] W[p][k], for rows
+/// i < n and columns p < P, without storing C: bit p % 64 of
+/// bits[(p / 64) * n + i] = [C[i][p] > 0] and of unsure[...] = [|C[i][p]|
+/// <= bound[p] * norms[i] + tiny], the bits whose sign rounding may have
+/// flipped; ceil(P / 64) words per row, word-major (so that the codes of one
+/// table are extracted from consecutive words). Bits of columns >= P are unspecified. X is
+/// [n][ldx]; W is packed in panels of 64 columns: element (k, p) at
+/// Wt[(p / 64) * dpad * 64 + k * 64 + p % 64], 64-byte aligned, zero padded;
+/// bound has ceil(P / 64) * 64 entries. Any summation order: the rounding
+/// bound holds for all.
+using gemm_sign_fn = void (*)(const float* X, std::size_t n, std::size_t ldx, const float* Wt, std::size_t dpad,
+                              std::size_t P, const float* bound, const float* norms, std::uint64_t* bits,
+                              std::uint64_t* unsure);
 /// Roofline probes: the sum of n floats read in order, and of `rows` rows of
 /// row_floats floats at data + ids[i] * row_floats (a random-row gather).
 using stream_fn = float (*)(const float* data, std::size_t n);
@@ -99,8 +101,7 @@ struct kernel_table {
   std::size_t width = 4;      ///< floats per SIMD register
   attend_fn attend[3][3]{};   ///< [key dtype][value dtype], indexed by lshattn::dtype
   centre_fn centre[3]{};      ///< [key dtype]
-  gemm_fn gemm = nullptr;
-  sign_fn sign_bits = nullptr;
+  gemm_sign_fn gemm_sign = nullptr;
   stream_fn stream_sum = nullptr;
   gather_fn gather_sum = nullptr;
 };

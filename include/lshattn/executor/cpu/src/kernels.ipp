@@ -293,7 +293,7 @@ void centre(const void* rows, std::size_t stride, std::size_t n, const float* me
       norms[i] = __builtin_sqrtf(ss) * (1.0f + 0x1p-10f);
     } else {
       // Squares of tiny elements underflow in fp32: take the norm in float64
-      // so that it stays an upper bound (sign_bits' absolute slack covers the rest).
+      // so that it stays an upper bound (gemm_sign's absolute slack covers the rest).
       double sd = 0.0;
       for (std::size_t c = 0; c < dim; ++c) sd += static_cast<double>(x[c]) * static_cast<double>(x[c]);
       norms[i] = static_cast<float>(__builtin_sqrt(sd) * (1.0 + 0x1p-10)) * (1.0f + 0x1p-20f);
@@ -301,10 +301,39 @@ void centre(const void* rows, std::size_t stride, std::size_t n, const float* me
   }
 }
 
-// Fully unrolled so that the R x C accumulators live in registers (without
-// the pragmas GCC keeps the arrays in memory: a load and a store per FMA).
+// W-bit masks of one vector of GEMM values a against thresholds t:
+// pos = [a > 0], sure = [|a| > t].
+inline void sign_masks(vf a, vf t, std::uint64_t& pos, std::uint64_t& sure) {
+#if LSHATTN_CPU_LEVEL == 512
+  pos = _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_GT_OQ);
+  sure = _mm512_cmp_ps_mask(_mm512_abs_ps(a), t, _CMP_GT_OQ);
+#elif LSHATTN_CPU_LEVEL == 256
+  pos = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_GT_OQ)));
+  sure = static_cast<unsigned>(
+      _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), a), t, _CMP_GT_OQ)));
+#else
+  pos = static_cast<unsigned>(_mm_movemask_ps(_mm_cmpgt_ps(a, _mm_setzero_ps())));
+  sure = static_cast<unsigned>(_mm_movemask_ps(_mm_cmpgt_ps(_mm_andnot_ps(_mm_set1_ps(-0.0f), a), t)));
+#endif
+}
+// The rounding threshold bound * norm, plus an absolute slack for underflow.
+inline vf threshold(vf bound, vf norm) {
+#if LSHATTN_CPU_LEVEL >= 256
+  return xsimd::fma(bound, norm, vf(1e-30f));
+#else
+  return bound * norm + vf(1e-30f);
+#endif
+}
+
+// R rows x C vectors of X W^T, fully unrolled so that the accumulators live
+// in registers (without the pragmas GCC keeps the arrays in memory: a load
+// and a store per FMA). The epilogue turns the accumulators into sign and
+// unsure bits in registers: the values themselves never reach memory, which
+// saves writing and re-reading 6 KB per row (the C matrix of a 512-row chunk
+// is 3 MB, more than an L2).
 template <int R, int C>
-inline void micro(const float* X, std::size_t ldx, const float* Wp, std::size_t dpad, float* Cm, std::size_t ldc) {
+inline void micro(const float* X, std::size_t ldx, const float* Wp, std::size_t dpad, const float* bound,
+                  const float* norms, unsigned shift, std::uint64_t* bits, std::uint64_t* unsure) {
   vf acc[R][C];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
@@ -321,10 +350,21 @@ inline void micro(const float* X, std::size_t ldx, const float* Wp, std::size_t 
       for (int c = 0; c < C; ++c) acc[r][c] = xsimd::fma(x, w[c], acc[r][c]);
     }
   }
+  constexpr std::uint64_t lanes = (std::uint64_t{1} << W) - 1;
 #pragma GCC unroll 16
-  for (int r = 0; r < R; ++r)
+  for (int r = 0; r < R; ++r) {
+    const vf nv(norms[r]);
+    std::uint64_t b = 0, u = 0;
 #pragma GCC unroll 16
-    for (int c = 0; c < C; ++c) acc[r][c].store_unaligned(Cm + r * ldc + c * W);
+    for (int c = 0; c < C; ++c) {
+      std::uint64_t pos, sure;
+      sign_masks(acc[r][c], threshold(vf::load_unaligned(bound + c * W), nv), pos, sure);
+      b |= pos << (c * W);
+      u |= (~sure & lanes) << (c * W);
+    }
+    bits[r] |= b << shift;
+    unsure[r] |= u << shift;
+  }
 }
 
 // Register tile: R rows x C vectors of accumulators, sized to the register file.
@@ -336,63 +376,69 @@ constexpr int tile_r = 6, tile_c = 2;
 constexpr int tile_r = 4, tile_c = 2;
 #endif
 
-void gemm(const float* X, std::size_t n, std::size_t ldx, const float* Wt, std::size_t dpad, std::size_t ppad,
-          float* Cm, std::size_t ldc) {
-  constexpr std::size_t cols = tile_c * W, rows = 32 * tile_r;
-  static_assert(gemm_panel % cols == 0, "a register tile must divide a panel");
-  // One packed panel of Wt (dpad x 64 floats, contiguous, L1-sized at d = 128)
-  // stays in cache while a block of rows streams past it.
-  for (std::size_t i0 = 0; i0 < n; i0 += rows) {
-    const std::size_t i1 = min_of(n, i0 + rows);
-    for (std::size_t p0 = 0; p0 < ppad; p0 += gemm_panel) {
-      const float* panel = Wt + p0 * dpad;
-      for (std::size_t c0 = 0; c0 < gemm_panel; c0 += cols) {
-        std::size_t i = i0;
-        for (; i + tile_r <= i1; i += tile_r)
-          micro<tile_r, tile_c>(X + i * ldx, ldx, panel + c0, dpad, Cm + i * ldc + p0 + c0, ldc);
-        for (; i < i1; ++i) micro<1, tile_c>(X + i * ldx, ldx, panel + c0, dpad, Cm + i * ldc + p0 + c0, ldc);
-      }
-    }
+// micro<R, c> for a run-time c in [1, tile_c].
+template <int R>
+inline void micro_c(int c, const float* X, std::size_t ldx, const float* Wp, std::size_t dpad, const float* bound,
+                    const float* norms, unsigned shift, std::uint64_t* bits, std::uint64_t* unsure) {
+  switch (c) {
+    case 1: micro<R, 1>(X, ldx, Wp, dpad, bound, norms, shift, bits, unsure); break;
+    case 2: micro<R, 2>(X, ldx, Wp, dpad, bound, norms, shift, bits, unsure); break;
+    case 3:
+      if constexpr (tile_c >= 3) micro<R, 3>(X, ldx, Wp, dpad, bound, norms, shift, bits, unsure);
+      break;
+    default:
+      if constexpr (tile_c >= 4) micro<R, 4>(X, ldx, Wp, dpad, bound, norms, shift, bits, unsure);
+      break;
+  }
+}
+// micro<r, c> for a run-time r in [1, tile_r]: the rows left over at the end
+// of a block (a GQA group's 4 queries, say) still read the panel only once.
+inline void micro_rc(int r, int c, const float* X, std::size_t ldx, const float* Wp, std::size_t dpad,
+                     const float* bound, const float* norms, unsigned shift, std::uint64_t* bits,
+                     std::uint64_t* unsure) {
+  switch (r) {
+    case 1: micro_c<1>(c, X, ldx, Wp, dpad, bound, norms, shift, bits, unsure); break;
+    case 2: micro_c<2>(c, X, ldx, Wp, dpad, bound, norms, shift, bits, unsure); break;
+    case 3: micro_c<3>(c, X, ldx, Wp, dpad, bound, norms, shift, bits, unsure); break;
+    case 4: micro_c<4>(c, X, ldx, Wp, dpad, bound, norms, shift, bits, unsure); break;
+    case 5:
+      if constexpr (tile_r >= 5) micro_c<5>(c, X, ldx, Wp, dpad, bound, norms, shift, bits, unsure);
+      break;
+    default:
+      if constexpr (tile_r >= 6) micro_c<6>(c, X, ldx, Wp, dpad, bound, norms, shift, bits, unsure);
+      break;
   }
 }
 
-bool sign_bits(const float* c, const float* bound, float norm, std::size_t ppad, std::uint64_t* bits,
-               std::uint64_t* unsure) {
-  std::uint64_t any = 0;
-  for (std::size_t w = 0; w < ppad / 64; ++w) {
-    std::uint64_t b = 0, u = 0;
-    for (std::size_t k = 0; k < 64; k += W) {
-      const float* cp = c + w * 64 + k;
-#if LSHATTN_CPU_LEVEL == 512
-      const __m512 v = _mm512_loadu_ps(cp);
-      const __m512 t = _mm512_fmadd_ps(_mm512_loadu_ps(bound + w * 64 + k), _mm512_set1_ps(norm), _mm512_set1_ps(1e-30f));
-      const std::uint64_t pos = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ);
-      const std::uint64_t sure = _mm512_cmp_ps_mask(_mm512_abs_ps(v), t, _CMP_GT_OQ);
-      b |= pos << k;
-      u |= (~sure & 0xffffu) << k;
-#elif LSHATTN_CPU_LEVEL == 256
-      const __m256 v = _mm256_loadu_ps(cp);
-      const __m256 t = _mm256_fmadd_ps(_mm256_loadu_ps(bound + w * 64 + k), _mm256_set1_ps(norm), _mm256_set1_ps(1e-30f));
-      const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
-      const std::uint64_t pos = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ)));
-      const std::uint64_t sure = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(a, t, _CMP_GT_OQ)));
-      b |= pos << k;
-      u |= (~sure & 0xffu) << k;
-#else
-      const __m128 v = _mm_loadu_ps(cp);
-      const __m128 t = _mm_add_ps(_mm_mul_ps(_mm_loadu_ps(bound + w * 64 + k), _mm_set1_ps(norm)), _mm_set1_ps(1e-30f));
-      const __m128 a = _mm_andnot_ps(_mm_set1_ps(-0.0f), v);
-      const std::uint64_t pos = static_cast<unsigned>(_mm_movemask_ps(_mm_cmpgt_ps(v, _mm_setzero_ps())));
-      const std::uint64_t sure = static_cast<unsigned>(_mm_movemask_ps(_mm_cmpgt_ps(a, t)));
-      b |= pos << k;
-      u |= (~sure & 0xfu) << k;
-#endif
+void gemm_sign(const float* X, std::size_t n, std::size_t ldx, const float* Wt, std::size_t dpad, std::size_t P,
+               const float* bound, const float* norms, std::uint64_t* bits, std::uint64_t* unsure) {
+  constexpr std::size_t cols = tile_c * W, rows = 32 * tile_r;
+  static_assert(gemm_panel % cols == 0, "a register tile must divide a panel");
+  static_assert(gemm_panel <= 64, "a panel's bits must fit a 64-bit word");
+  const std::size_t words = (P + gemm_panel - 1) / gemm_panel;
+  for (std::size_t i = 0; i < n * words; ++i) bits[i] = unsure[i] = 0;
+  // One packed panel of Wt (dpad x 64 floats, contiguous, L1-sized at d = 128)
+  // stays in cache while a block of rows streams past it. Only the vectors
+  // that hold real columns are computed (P = 1500 ends 28 columns into its
+  // last panel: two AVX-512 vectors of four).
+  for (std::size_t i0 = 0; i0 < n; i0 += rows) {
+    const std::size_t i1 = min_of(n, i0 + rows);
+    for (std::size_t p0 = 0; p0 < P; p0 += gemm_panel) {
+      const float* panel = Wt + p0 * dpad;
+      for (std::size_t c0 = 0; c0 < gemm_panel && p0 + c0 < P; c0 += cols) {
+        const int nv = static_cast<int>(min_of(tile_c, (P - p0 - c0 + W - 1) / W));
+        const unsigned shift = static_cast<unsigned>(c0);
+        const std::size_t w = p0 / gemm_panel;
+        std::size_t i = i0;
+        for (; i + tile_r <= i1; i += tile_r)
+          micro_c<tile_r>(nv, X + i * ldx, ldx, panel + c0, dpad, bound + p0 + c0, norms + i, shift,
+                          bits + w * n + i, unsure + w * n + i);
+        if (i < i1)
+          micro_rc(static_cast<int>(i1 - i), nv, X + i * ldx, ldx, panel + c0, dpad, bound + p0 + c0, norms + i,
+                   shift, bits + w * n + i, unsure + w * n + i);
+      }
     }
-    bits[w] = b;
-    unsure[w] = u;
-    any |= u;
   }
-  return any != 0;
 }
 
 // ---- roofline probes ----
@@ -449,8 +495,7 @@ constexpr kernel_table make_table() {
   t.centre[0] = &k::centre<float>;
   t.centre[1] = &k::centre<bf16>;
   t.centre[2] = &k::centre<fp16>;
-  t.gemm = &k::gemm;
-  t.sign_bits = &k::sign_bits;
+  t.gemm_sign = &k::gemm_sign;
   t.stream_sum = &k::stream_sum;
   t.gather_sum = &k::gather_sum;
   return t;
