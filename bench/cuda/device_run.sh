@@ -19,7 +19,7 @@ timeout 60 "$C/lshattn_test_cuda" >"$O/tests.log" 2>&1
 echo "tests rc=$?" | tee -a "$O/tests.log"
 # Per-kernel times of the LSH step at 128K/b8 (ncu flushes caches between kernels).
 timeout 90 ncu --clock-control none --metrics gpu__time_duration.sum --launch-count 25 --print-summary per-kernel \
-  -k "regex:^(query_hash|select|attend|merge|finish)_kernel$" "$C/cuda_decode_bench" 131072 \
+  -k "regex:^(query_hash|select|attend|attend_mma|merge)_kernel$" "$C/cuda_decode_bench" 131072 \
   --benchmark_filter=lsh_step/128K/b8 >"$O/ncu.log" 2>&1
 timeout 200 "$C/cuda_decode_bench" >"$O/bench.log" 2>&1
 echo "bench rc=$?" | tee -a "$O/bench.log"

@@ -168,8 +168,19 @@ void compare(batch_fixture<TQ, T>& f, const Est& est, const decode_params& p, co
     CHECK(gs[i].dense_keys == rs[i].dense_keys);
     CHECK(gs[i].sampled_range == rs[i].sampled_range);
   }
-  // Every step leaves the workspace zero-filled (the contract that lets the next step skip a clear).
-  std::vector<unsigned char> w(ws.bytes());
+  // Every step leaves the regions a step expects zero (counters, query codes,
+  // partials: everything before the union lists) zero-filled again, the
+  // contract that lets the next step skip a clear. The lists themselves keep
+  // this step's entries; the next step (the callers run several on one
+  // workspace) must not read them.
+  std::size_t nmax = 0;
+  for (const auto& s : f.seqs) nmax = std::max(nmax, s.n);
+  constexpr bool lsh = std::is_same_v<Est, estimator::lsh>;
+  int L = 0;
+  if constexpr (lsh) L = didx[0]->family().tables();
+  const cuda_detail::workspace_layout lay(nb, f.hq, f.hk, f.d, nmax, L, lsh);
+  REQUIRE(lay.lists <= ws.bytes());
+  std::vector<unsigned char> w(lay.lists);
   LSHATTN_CUDA_CHECK(cudaMemcpy(w.data(), ws.data(), w.size(), cudaMemcpyDeviceToHost));
   std::size_t dirty = 0;
   for (auto b : w) dirty += b != 0;

@@ -6,13 +6,15 @@
 // estimator::lsh (MagicPIG sampling; requests carry a cuda_lsh_index);
 // keys and values of one element type (float, bf16, fp16), queries of any;
 // head_dim 64 or 128; GQA groups of 1, 2, 4 or 8 query heads; K/V rows
-// 16-byte aligned; L <= 255 tables (collision counts are 8-bit); K <= 12
-// (cuda_lsh_index). Anything else throws errc::unsupported.
+// 16-byte aligned; group x L <= 8192 (the selection keeps every bucket's
+// start in shared memory); K <= 12 (cuda_lsh_index). Anything else throws
+// errc::unsupported.
 //
 // Engine contract: the step runs on the policy's stream, allocates nothing
 // and copies nothing from the host, so it can be captured in a CUDA graph.
 // The caller sizes the workspace with workspace_bytes() and passes one that
-// is zero-filled (cuda_workspace is); every step leaves it zero-filled again.
+// is zero-filled (cuda_workspace is); every step leaves the parts that must be
+// zero zero-filled again (the union lists are written before they are read).
 // After errc::backend_failure from inside a step, re-zero it (cuda_workspace::clear).
 // Host-side checks are the reference's except that device memory is never
 // read: non-finite queries are not rejected, they propagate to the outputs
@@ -20,8 +22,8 @@
 // capture). CUDA errors become lshattn::error(errc::backend_failure) carrying
 // the CUDA error name and string.
 //
-// Step order (LSH): query_hash -> select -> attend -> merge -> finish (stats,
-// mask words cleared) -> one memset of the small scratch.
+// Step order (LSH): query_hash -> select (union lists, stats) -> attend ->
+// merge -> one memset of the small scratch.
 
 #include <cuda_runtime.h>
 
@@ -73,10 +75,11 @@ inline std::size_t align_up(std::size_t x) { return (x + 255) & ~std::size_t{255
 
 /// Byte offsets of the workspace regions for one launch of up to 16 requests.
 /// The small regions come first; those before the partials are zeroed by one
-/// memset at the end of a step, the rest by the kernels that last read them.
+/// memset at the end of a step, the partials by merge_kernel; the lists need
+/// no clearing (a step writes the entries it reads).
 struct workspace_layout {
   std::size_t list_count = 0, stats = 0, qcodes = 0, partials = 0;
-  std::size_t flags = 0, lists = 0, total = 0;
+  std::size_t lists = 0, list_masks = 0, total = 0;
 
   workspace_layout(std::size_t batch, std::size_t hq, std::size_t hk, std::size_t d, std::size_t max_tokens, int L,
                    bool lsh) {
@@ -90,10 +93,10 @@ struct workspace_layout {
     at += align_up(lsh ? b * hq * static_cast<std::size_t>(L) * 4 : 0);
     partials = at;
     at += align_up(b * hq * max_splits * (d + 1) * 4);
-    flags = at;
-    at += align_up(lsh ? b * hk * max_tokens * 4 : 0);
     lists = at;
     at += align_up(lsh ? b * hk * max_tokens * 4 : 0);
+    list_masks = at;
+    at += align_up(lsh ? b * hk * max_tokens : 0);
     total = at;
   }
 };
@@ -228,7 +231,7 @@ struct cuda_policy {
       a.lsh = lsh;
       a.nmax = nmax;
       a.qcodes = reinterpret_cast<std::uint32_t*>(ws + lay.qcodes);
-      a.flags = reinterpret_cast<std::uint32_t*>(ws + lay.flags);
+      a.list_masks = ws + lay.list_masks;
       a.lists = reinterpret_cast<std::uint32_t*>(ws + lay.lists);
       a.list_count = reinterpret_cast<std::uint32_t*>(ws + lay.list_count);
       a.stats = reinterpret_cast<unsigned long long*>(ws + lay.stats);
@@ -252,26 +255,26 @@ struct cuda_policy {
         const dim3 hgrid((a.L + tpb - 1) / tpb, a.nseq, static_cast<unsigned>((hq + hb - 1) / hb));
         cuda_detail::query_hash_kernel<TQ, TK><<<hgrid, 256, hsmem, stream>>>(a, tpb);
         LSHATTN_CUDA_LAUNCHED("query_hash_kernel");
-        // Token chunks of at most 96K per select block (96 KB of counters in
-        // shared memory, two blocks per SM); every chunk block reads the
-        // whole bucket (ids in a bucket are unordered) and counts its own ids.
+        // Token chunks whose m bit planes per head fit 96 KB of shared
+        // memory (two blocks per SM); every chunk block reads the whole
+        // buckets (ids in a bucket are unordered) and counts its own ids.
         std::size_t span = 0;
         for (std::size_t i = 0; i < nb; ++i) span = std::max<std::size_t>(span, a.seq[i].idx.end - a.seq[i].idx.begin);
-        const std::size_t parts = std::max<std::size_t>(1, (span + cuda_detail::select_chunk_max - 1) / cuda_detail::select_chunk_max);
-        a.chunk = static_cast<std::uint32_t>(((span + parts - 1) / parts + 3) / 4 * 4);
+        const std::size_t per_token_bits = static_cast<std::size_t>(a.group) * a.m;
+        const std::size_t chunk_max = std::max<std::size_t>(32, cuda_detail::select_plane_bytes * 8 / per_token_bits / 32 * 32);
+        const std::size_t parts = std::max<std::size_t>(1, (span + chunk_max - 1) / chunk_max);
+        a.chunk = static_cast<std::uint32_t>(((span + parts - 1) / parts + 31) / 32 * 32);
         if (span) {
-          cuda_detail::allow_shared_bytes(cuda_detail::select_kernel<TQ, TK>, a.chunk);
-          const dim3 sgrid(static_cast<unsigned>(a.group * parts), a.hk, a.nseq);
-          cuda_detail::select_kernel<TQ, TK><<<sgrid, cuda_detail::select_threads, a.chunk, stream>>>(a);
+          const std::size_t smem = cuda_detail::select_smem_bytes(a.group, a.m, a.L, a.chunk);
+          cuda_detail::allow_shared_bytes(cuda_detail::select_kernel<TQ, TK>, smem);
+          const dim3 sgrid(static_cast<unsigned>(parts), a.hk, a.nseq);
+          cuda_detail::select_kernel<TQ, TK><<<sgrid, cuda_detail::select_threads, smem, stream>>>(a);
           LSHATTN_CUDA_LAUNCHED("select_kernel");
         }
       }
       if (d == 64) cuda_detail::dispatch_group<64>(a, stream);
       else cuda_detail::dispatch_group<128>(a, stream);
       if constexpr (lsh) {
-        const dim3 fgrid(static_cast<unsigned>((nmax + 255) / 256), a.hk, a.nseq);
-        cuda_detail::finish_kernel<TQ, TK><<<fgrid, 256, 0, stream>>>(a, want_stats);
-        LSHATTN_CUDA_LAUNCHED("finish_kernel");
         if (want_stats) {
           unsigned long long st[2 * cuda_detail::max_seqs_per_launch] = {};
           LSHATTN_CUDA_CHECK(cudaMemcpyAsync(st, a.stats, nb * 16, cudaMemcpyDeviceToHost, stream));
@@ -298,7 +301,7 @@ struct cuda_policy {
           r.stats->sampled_range += hq * (e - b);
         }
       }
-      // The partials were zeroed by merge_kernel, flags and lists by finish_kernel.
+      // The partials were zeroed by merge_kernel; the lists are written before they are read.
       LSHATTN_CUDA_CHECK(cudaMemsetAsync(ws, 0, lay.partials, stream));
     }
   }
@@ -349,8 +352,8 @@ struct cuda_policy {
       LSHATTN_REQUIRE(r.index->family().bits() == f0.bits() && L == f0.tables() &&
                           r.index->threshold() == first.index->threshold(),
                       unsupported, "index", "every request of a CUDA batch must use the same K, L and m");
-      LSHATTN_REQUIRE(L <= 255, unsupported, "index", "L = ", L,
-                      "; the CUDA executor counts collisions in 8 bits (L <= 255)");
+      LSHATTN_REQUIRE(static_cast<std::size_t>(L) * g <= 8192, unsupported, "index", "L = ", L, " with GQA group ", g,
+                      "; the CUDA executor needs group x L <= 8192 (bucket starts in shared memory)");
     }
   }
 };

@@ -5,15 +5,15 @@
 //   query_hash_kernel   codes of every query head for every table: a thread per
 //                       hyperplane, float64 dots for 8 heads at a time (exact
 //                       products, certified, else decided exactly).
-//   select_kernel       per (KV head, query head of its group, token chunk):
-//                       count the query's collisions with every token of the
-//                       chunk in shared memory (8-bit lanes, so L <= 255) over
-//                       the L buckets and the unsorted tail, then keep the
-//                       tokens that collide in at least m tables (MagicPIG's
-//                       m-of-L rule, Chen et al. 2024, section 4): set the
-//                       head's bit in the token's global mask word, and the
-//                       first head to do so puts the token on the KV head's
-//                       union list. Nothing O(n) lives in global memory.
+//   select_kernel       per (request, KV head, token chunk): count every
+//                       query head's collisions with the chunk's tokens in
+//                       shared-memory bit planes over the L buckets and the
+//                       unsorted tail, keep the tokens that collide in at
+//                       least m tables (MagicPIG's m-of-L rule, Chen et al.
+//                       2024, section 4), and append the union of the group's
+//                       sets to the KV head's list, each token with the mask
+//                       of the heads that sampled it. Nothing O(n) lives in
+//                       global memory and nothing needs clearing afterwards.
 //   attend_kernel       flash-decoding over the exact tokens and the union
 //                       list: 32-row K/V tiles stream through a cp.async
 //                       pipeline into shared memory (gathered rows as cheaply
@@ -23,10 +23,8 @@
 //                       between the query and the centred key), or dropped
 //                       when h did not sample it. Each block writes a
 //                       mergeable (o, lse) partial per head.
-//   merge_kernel        merges the partials of a head (core/state.hpp's rule).
-//   finish_kernel       counts the sampled (head, key) pairs when asked and
-//                       zeroes the mask words of the listed tokens, so the
-//                       workspace is zero again after the step.
+//   merge_kernel        merges the partials of a head (core/state.hpp's rule)
+//                       and zeroes them for the next step.
 
 #include <cuda_runtime.h>
 
@@ -70,11 +68,11 @@ struct step_args {
   float lse_factor;  // 1 for natural log, 1/ln 2 for base 2
   bool lsh;
   float log_c_m;             // ln C(L, m)
-  std::size_t nmax;          // token slots per (request, KV head) in flags and lists
-  std::uint32_t chunk;       // tokens per select_kernel block (a multiple of 4)
+  std::size_t nmax;          // token slots per (request, KV head) in the lists
+  std::uint32_t chunk;       // tokens per select_kernel block (a multiple of 32)
   std::uint32_t* qcodes;     // [seq][hq][L]
-  std::uint32_t* flags;      // [seq][hk][nmax]: bit h set when query head h sampled the token
-  std::uint32_t* lists;      // [seq][hk][nmax]
+  std::uint32_t* lists;      // [seq][hk][nmax]: the union list, tokens
+  std::uint8_t* list_masks;  // [seq][hk][nmax]: bit h set when query head h of the group sampled the listed token
   std::uint32_t* list_count; // [seq][hk]
   unsigned long long* stats; // [seq][2]: union keys, sampled (head, key) pairs
   float* partials;           // [seq][hq][splits][d + 1]
@@ -130,108 +128,167 @@ __global__ void __launch_bounds__(256) query_hash_kernel(const __grid_constant__
 }
 
 inline constexpr int select_threads = 1024;
-inline constexpr std::size_t select_chunk_max = 96 * 1024;  // tokens (= bytes of counters)
+inline constexpr std::size_t select_plane_bytes = 96 * 1024;  // shared memory for the count planes of one block
 
-/// Grid (group x chunks, KV heads, requests); dynamic shared memory: a.chunk bytes.
+/// Shared-memory bytes of a select_kernel block: the count planes of its
+/// chunk, then the bucket starts and sizes of every (head, table).
+inline std::size_t select_smem_bytes(int group, int m, int L, std::uint32_t chunk) {
+  return static_cast<std::size_t>(group) * m * (chunk / 32) * 4 + static_cast<std::size_t>(group) * L * 8;
+}
+
+/// Grid (token chunks, KV heads, requests); a.chunk tokens per block (a
+/// multiple of 32). Counts are kept as m bit planes per query head: plane j
+/// holds "at least j + 1 collisions", and an arrival that finds its bit
+/// already set in plane j moves on to plane j + 1 (atomicOr returns the old
+/// word, so concurrent arrivals serialise per bit). Plane m - 1 is then
+/// exactly the m-of-L set, m bits per token per head instead of a counter.
+/// The block then compacts the union of its heads' sets, with each token's
+/// head mask, into the KV head's list: one global atomic per block, the
+/// tokens of a chunk in ascending order.
 template <class TQ, class T>
 __global__ void __launch_bounds__(select_threads) select_kernel(const __grid_constant__ step_args<TQ, T> a) {
-  extern __shared__ std::uint32_t cnt[];  // 8-bit collision counts of 4 consecutive tokens per word
-  const int hg = blockIdx.x % a.group, part = blockIdx.x / a.group, kvh = blockIdx.y, sq = blockIdx.z;
+  extern __shared__ std::uint32_t planes[];  // [G][m][chunk / 32], then first[G * L], size[G * L]
+  __shared__ std::uint32_t warp_sums[select_threads / 32][2];
+  __shared__ std::uint32_t base;
+  constexpr int NT = select_threads, NW = NT / 32;
+  const int G = a.group, m = a.m, L = a.L, kvh = blockIdx.y, sq = blockIdx.z;
   const seq_desc<TQ, T>& s = a.seq[sq];
   const index_view& ix = s.idx;
-  const std::uint32_t t0 = ix.begin + static_cast<std::uint32_t>(part) * a.chunk;
+  const std::uint32_t t0 = ix.begin + blockIdx.x * a.chunk;
   if (t0 >= ix.end) return;  // the whole block: this request is shorter
-  const std::uint32_t t1 = min(ix.end, t0 + a.chunk), span = t1 - t0, words = (span + 3) / 4;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  for (std::uint32_t w = tid; w < words; w += select_threads) cnt[w] = 0;
-  __syncthreads();
-  const std::size_t slot = static_cast<std::size_t>(sq) * a.hk + kvh;
-  const std::uint32_t* codes = a.qcodes + (static_cast<std::size_t>(sq) * a.hq + kvh * a.group + hg) * a.L;
-  const auto count = [&](std::uint32_t id) {
-    const std::uint32_t r = id - t0;  // wraps for ids before the chunk
-    if (r < span) atomicAdd(&cnt[r >> 2], 1u << (8 * (r & 3)));
-  };
-  // The L buckets as one flat range of ids, so that every thread keeps
-  // several independent loads in flight (a warp per bucket would wait on one
-  // short bucket after another).
-  __shared__ std::uint32_t first[256], start[257];
-  for (int l = tid; l < a.L; l += select_threads) {
-    const std::size_t tab = static_cast<std::size_t>(kvh) * a.L + l;
-    const std::uint32_t code = codes[l];
-    first[l] = ix.offsets[tab * (a.B + 1) + code];
-    start[l + 1] = ix.offsets[tab * (a.B + 1) + code + 1] - first[l];
+  const std::uint32_t t1 = min(ix.end, t0 + a.chunk), span = t1 - t0, WS = a.chunk / 32, W = (span + 31) / 32;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nb = G * L;
+  std::uint32_t* first = planes + static_cast<std::size_t>(G) * m * WS;
+  std::uint32_t* size = first + nb;
+  for (std::uint32_t w = tid; w < static_cast<std::uint32_t>(G * m) * WS; w += NT) planes[w] = 0;
+  const std::uint32_t* codes = a.qcodes + (static_cast<std::size_t>(sq) * a.hq + kvh * G) * L;  // [G][L]
+  for (int e = tid; e < nb; e += NT) {
+    const std::size_t tab = static_cast<std::size_t>(kvh) * L + e % L;
+    const std::uint32_t* off = ix.offsets + tab * (a.B + 1) + codes[e];
+    first[e] = off[0];
+    size[e] = off[1] - off[0];
   }
   __syncthreads();
-  if (warp == 0) {  // inclusive scan of the bucket sizes, 8 per lane
-    std::uint32_t v[8], run = 0;
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const int l = lane * 8 + k;
-      run += l < a.L ? start[l + 1] : 0u;
-      v[k] = run;
+  // One collision of a plane's head with token `id`, branch-free so that a
+  // warp never splits: an id outside the chunk ORs a zero into a word of
+  // its own; the planes are climbed while any lane still carries its bit.
+  const std::uint32_t m_planes = static_cast<std::uint32_t>(m);
+  const std::uint32_t spare = WS >= 32 ? static_cast<std::uint32_t>(lane) : 0u;  // a bank of its own when it can
+  const auto add = [&](std::uint32_t* head_planes, std::uint32_t id) {
+    const std::uint32_t r = id - t0;  // wraps for ids before the chunk
+    const bool in = r < span;
+    std::uint32_t bit = in ? 1u << (r & 31) : 0u;
+    std::uint32_t* p = head_planes + (in ? r >> 5 : spare);
+    for (std::uint32_t j = 0; j < m_planes; ++j, p += WS) {
+      bit &= atomicOr(p, bit);
+      if (!__any_sync(0xffffffffu, bit)) break;
     }
-    std::uint32_t incl = run;
+  };
+  const std::size_t hstride = static_cast<std::size_t>(m) * WS;
+  // A warp walks BU buckets at a time with U loads per lane each, so that
+  // BU * U independent loads are in flight (a bucket holds ~n / 2^K ids).
+  constexpr int BU = 4, U = 4;
+  for (int e0 = warp * BU; e0 < nb; e0 += NW * BU) {
+    std::uint32_t id[BU][U], sz[BU];
+    const std::uint32_t* src[BU];
+    std::uint32_t* hp[BU];
+#pragma unroll
+    for (int b = 0; b < BU; ++b) {
+      const int e = min(e0 + b, nb - 1);
+      sz[b] = e0 + b < nb ? size[e] : 0u;
+      src[b] = ix.ids + (static_cast<std::size_t>(kvh) * L + e % L) * ix.cap + first[e];
+      hp[b] = planes + (e / L) * hstride;
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const std::uint32_t i = u * 32 + lane;
+        id[b][u] = i < sz[b] ? src[b][i] : t0 - 1u;  // t0 - 1 is outside every chunk
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < BU; ++b)
+#pragma unroll
+      for (int u = 0; u < U; ++u) add(hp[b], id[b][u]);
+#pragma unroll
+    for (int b = 0; b < BU; ++b)  // the rest of buckets longer than U * 32 (warp-uniform trip counts)
+      for (std::uint32_t i0 = U * 32; i0 < sz[b]; i0 += 32) {
+        const std::uint32_t i = i0 + lane;
+        add(hp[b], i < sz[b] ? src[b][i] : t0 - 1u);
+      }
+  }
+  if (ix.csr_end < t1) {  // the unsorted tail: a code compare per token
+    const std::uint32_t a0 = max(ix.csr_end, t0);
+    for (int e = warp; e < nb; e += NW) {
+      const std::uint32_t code = codes[e];
+      const std::uint16_t* tail_codes = ix.codes + (static_cast<std::size_t>(kvh) * L + e % L) * ix.cap;
+      for (std::uint32_t u0 = a0; u0 < t1; u0 += 32) {
+        const std::uint32_t t = u0 + lane;
+        add(planes + (e / L) * hstride, t < t1 && tail_codes[t - ix.begin] == code ? t : t0 - 1u);
+      }
+    }
+  }
+  __syncthreads();
+
+  // Compaction: thread tid owns the consecutive words [tid * per, (tid + 1) * per).
+  const std::uint32_t per = (W + NT - 1) / NT, w0 = tid * per, w1 = min(W, w0 + per);
+  const std::uint32_t* top = planes + static_cast<std::size_t>(m - 1) * WS;  // head h's m-of-L plane at top + h * hstride
+  std::uint32_t mine = 0, pairs = 0;
+  for (std::uint32_t w = w0; w < w1; ++w) {
+    std::uint32_t u = 0;
+    for (int h = 0; h < G; ++h) {
+      const std::uint32_t x = top[h * hstride + w];
+      u |= x;
+      pairs += __popc(x);
+    }
+    mine += __popc(u);
+  }
+  std::uint32_t incl = mine;  // block-wide exclusive scan of the per-thread counts
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const std::uint32_t x = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += x;
+  }
+  for (int o = 16; o; o >>= 1) pairs += __shfl_xor_sync(0xffffffffu, pairs, o);
+  if (lane == 31) {
+    warp_sums[warp][0] = incl;
+    warp_sums[warp][1] = pairs;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    const std::uint32_t v = warp_sums[lane][0];
+    std::uint32_t pv = warp_sums[lane][1], x = v;
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
-      const std::uint32_t x = __shfl_up_sync(0xffffffffu, incl, o);
-      if (lane >= o) incl += x;
+      const std::uint32_t y = __shfl_up_sync(0xffffffffu, x, o);
+      if (lane >= o) x += y;
     }
-    const std::uint32_t before = incl - run;
-#pragma unroll
-    for (int k = 0; k < 8; ++k)
-      if (lane * 8 + k < a.L) start[lane * 8 + k + 1] = before + v[k];
-    if (lane == 0) start[0] = 0;
-  }
-  __syncthreads();
-  const std::uint32_t total = start[a.L];
-  const std::uint32_t* ids = ix.ids + static_cast<std::size_t>(kvh) * a.L * ix.cap;
-  constexpr int U = 4;
-  for (std::uint32_t i0 = 0; i0 < total; i0 += U * select_threads) {
-    std::uint32_t id[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const std::uint32_t i = i0 + u * select_threads + tid;
-      id[u] = t0 - 1u;  // outside every chunk: counts nothing
-      if (i < total) {
-        int lo = 0, hi = a.L - 1;  // the last table whose range starts at or before i
-        while (lo < hi) {
-          const int mid = (lo + hi + 1) >> 1;
-          if (start[mid] <= i) lo = mid;
-          else hi = mid - 1;
-        }
-        id[u] = ids[static_cast<std::size_t>(lo) * ix.cap + first[lo] + (i - start[lo])];
+    for (int o = 16; o; o >>= 1) pv += __shfl_xor_sync(0xffffffffu, pv, o);
+    warp_sums[lane][0] = x - v;  // exclusive prefix of the warps
+    if (lane == 31) {
+      const std::size_t slot = static_cast<std::size_t>(sq) * a.hk + kvh;
+      base = x ? atomicAdd(a.list_count + slot, x) : 0u;
+      if (x) {
+        atomicAdd(a.stats + 2 * sq, static_cast<unsigned long long>(x));
+        atomicAdd(a.stats + 2 * sq + 1, static_cast<unsigned long long>(pv));
       }
     }
-#pragma unroll
-    for (int u = 0; u < U; ++u) count(id[u]);
-  }
-  for (int l = warp; l < a.L; l += select_threads / 32) {  // the unsorted tail: a code compare per token
-    if (ix.csr_end >= t1) break;
-    const std::uint32_t code = codes[l];
-    const std::uint16_t* tail_codes = ix.codes + (static_cast<std::size_t>(kvh) * a.L + l) * ix.cap;
-    for (std::uint32_t t = max(ix.csr_end, t0) + lane; t < t1; t += 32)
-      if (tail_codes[t - ix.begin] == code) count(t);
   }
   __syncthreads();
-  std::uint32_t* flg = a.flags + slot * a.nmax;
+  if (!mine) return;
+  const std::size_t slot = static_cast<std::size_t>(sq) * a.hk + kvh;
   std::uint32_t* list = a.lists + slot * a.nmax;
-  const std::uint32_t m = static_cast<std::uint32_t>(a.m);
-  for (std::uint32_t w0 = 0; w0 < words; w0 += select_threads) {  // uniform trip count for the ballots
-    const std::uint32_t w = w0 + tid;
-    const std::uint32_t word = w < words ? cnt[w] : 0u;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const std::uint32_t tok = t0 + 4 * w + k;
-      bool first = false;
-      if (((word >> (8 * k)) & 0xffu) >= m && tok < t1) first = atomicOr(flg + tok, 1u << hg) == 0u;
-      const unsigned ballot = __ballot_sync(0xffffffffu, first);
-      if (ballot) {  // one list atomic per warp
-        const int leader = __ffs(ballot) - 1;
-        std::uint32_t at = 0;
-        if (lane == leader) at = atomicAdd(a.list_count + slot, static_cast<std::uint32_t>(__popc(ballot)));
-        at = __shfl_sync(0xffffffffu, at, leader);
-        if (first) list[at + __popc(ballot & ((1u << lane) - 1u))] = tok;
-      }
+  std::uint8_t* lmask = a.list_masks + slot * a.nmax;
+  std::uint32_t at = base + warp_sums[warp][0] + (incl - mine);
+  for (std::uint32_t w = w0; w < w1; ++w) {
+    std::uint32_t u = 0;
+    for (int h = 0; h < G; ++h) u |= top[h * hstride + w];
+    while (u) {
+      const int b = __ffs(u) - 1;
+      u &= u - 1;
+      std::uint32_t mk = 0;
+      for (int h = 0; h < G; ++h) mk |= ((top[h * hstride + w] >> b) & 1u) << h;
+      list[at] = t0 + 32 * w + b;
+      lmask[at] = static_cast<std::uint8_t>(mk);
+      ++at;
     }
   }
 }
@@ -352,7 +409,7 @@ __global__ void __launch_bounds__(128) attend_kernel(const __grid_constant__ ste
   const std::size_t slot = static_cast<std::size_t>(sq) * a.hk + kvh;
   const std::uint32_t listed = a.lsh ? a.list_count[slot] : 0u;
   const std::uint32_t* list = a.lists + slot * a.nmax;
-  const std::uint32_t* flg = a.flags + slot * a.nmax;
+  const std::uint8_t* lmask = a.list_masks + slot * a.nmax;
   const std::uint64_t total = static_cast<std::uint64_t>(nd) + listed;
   const std::uint32_t p0 = static_cast<std::uint32_t>(total * split / a.splits);
   const std::uint32_t p1 = static_cast<std::uint32_t>(total * (split + 1) / a.splits);
@@ -379,7 +436,7 @@ __global__ void __launch_bounds__(128) attend_kernel(const __grid_constant__ ste
             mask = (1u << G) - 1u;
           } else {
             tok = list[p - nd];
-            mask = flg[tok] | listed_bit;
+            mask = lmask[p - nd] | listed_bit;
           }
         }
         const int phys = (r * CH + (col ^ (r & 7))) * VEC;
@@ -566,33 +623,6 @@ __global__ void __launch_bounds__(D) merge_kernel(const __grid_constant__ step_a
   for (int k = 0; k < a.splits; ++k) part[k * (D + 1) + j] = 0.0f;
   __syncthreads();  // every thread has read the lse column
   for (int k = j; k < a.splits; k += D) part[k * (D + 1) + D] = 0.0f;
-}
-
-/// Grid (list slots / 256, KV heads, requests): optional stats, then the
-/// list and the listed tokens' mask words back to zero. One entry per thread
-/// (the accesses are dependent random reads, so parallelism hides them); each
-/// listed token appears once, so one thread reads and clears its word.
-template <class TQ, class T>
-__global__ void __launch_bounds__(256) finish_kernel(const __grid_constant__ step_args<TQ, T> a, bool stats) {
-  const std::size_t slot = static_cast<std::size_t>(blockIdx.z) * a.hk + blockIdx.y;
-  const std::uint32_t c = a.list_count[slot];
-  const std::uint32_t i = blockIdx.x * 256u + threadIdx.x;
-  if (blockIdx.x * 256u >= c) return;  // whole block
-  std::uint32_t* list = a.lists + slot * a.nmax;
-  std::uint32_t* flg = a.flags + slot * a.nmax;
-  unsigned pairs = 0;
-  if (i < c) {
-    const std::uint32_t tok = list[i];
-    pairs = static_cast<unsigned>(__popc(flg[tok]));
-    flg[tok] = 0;
-    list[i] = 0;
-  }
-  if (stats) {
-#pragma unroll
-    for (int o = 16; o; o >>= 1) pairs += __shfl_xor_sync(0xffffffffu, pairs, o);
-    if ((threadIdx.x & 31) == 0 && pairs) atomicAdd(a.stats + 2 * blockIdx.z + 1, static_cast<unsigned long long>(pairs));
-    if (blockIdx.x == 0 && threadIdx.x == 0) atomicAdd(a.stats + 2 * blockIdx.z, static_cast<unsigned long long>(c));
-  }
 }
 
 }  // namespace lshattn::cuda_detail
