@@ -44,8 +44,8 @@ struct attend_mma_shape {
   static constexpr int chunks = D / 8;  // 16-byte chunks per row
   static constexpr int tile_bytes = rows * D * 2;  // K or V of one warp tile
   // 2 (D = 128) or 3 (D = 64) resident blocks per SM, each warp keeping
-  // stages - 1 tiles in flight while it computes: 64 KB (D = 128) or 72 KB
-  // (D = 64) of loads in flight per SM at the steady state.
+  // stages - 1 tiles (K and V) in flight while it computes: 128 KB (D = 128)
+  // or 144 KB (D = 64) of loads in flight per SM at the steady state.
   static constexpr int stages = D == 128 ? 3 : 4;
   static constexpr int blocks_per_sm = D == 128 ? 2 : 3;
   static constexpr std::size_t kv_bytes = static_cast<std::size_t>(warps) * stages * 2 * tile_bytes;
