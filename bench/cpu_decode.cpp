@@ -29,6 +29,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <lshattn/executor/cpu.hpp>
 #include <lshattn/workload/synthetic.hpp>
@@ -178,15 +179,19 @@ void BM_decode(benchmark::State& st, std::size_t n, std::size_t B, Est est) {
   st.counters["pool"] = static_cast<double>(pool());
 }
 
-// The executor's phases A (query hashing) and B (retrieval), alone.
+// The executor's phases A (query hashing) and B (retrieval), alone, split
+// as the executor splits them: one walk task per (request, KV head, block,
+// query head), the last walk of a block merging the group's hits.
 void BM_retrieval(benchmark::State& st, std::size_t n, std::size_t B) {
   config& c = get(n, B);
   const auto& k = exec().kernels();
-  const std::size_t blocks = c.idx[0].retrieval_blocks(), dp = executor::cpu_detail::padded(D);
+  const std::size_t blocks = c.idx[0].retrieval_blocks(), dp = executor::cpu_detail::padded(D), L = LP.L;
   std::vector<std::vector<float>> q(B * HK, std::vector<float>(G * dp, 0.0f));
-  std::vector<std::vector<std::uint32_t>> codes(B * HK, std::vector<std::uint32_t>(G * LP.L));
+  std::vector<std::vector<std::uint32_t>> codes(B * HK, std::vector<std::uint32_t>(G * L));
   std::vector<std::vector<std::uint32_t>> ids(B * HK * blocks);
   std::vector<std::vector<std::uint64_t>> mem(B * HK * blocks);
+  std::vector<std::vector<std::uint16_t>> hits(B * HK * blocks * G);
+  const auto pending = std::make_unique<std::atomic<std::size_t>[]>(B * HK * blocks);
   for (std::size_t u = 0; u < B * HK; ++u)
     for (std::size_t h = 0; h < G; ++h)
       for (std::size_t j = 0; j < D; ++j) q[u][h * dp + j] = static_cast<float>(c.Q[u / HK][((u % HK) * G + h) * D + j]);
@@ -195,12 +200,17 @@ void BM_retrieval(benchmark::State& st, std::size_t n, std::size_t B) {
     exec().parallel_for(B * HK, [&](std::size_t u, std::size_t) {
       c.idx[u / HK].hash_queries(k, q[u].data(), G, codes[u].data());
     });
-    exec().parallel_for(B * HK * blocks, [&](std::size_t j, std::size_t) {
-      const std::size_t u = j / blocks;
-      ids[j].clear();
-      mem[j].clear();
-      c.idx[u / HK].retrieve_group(u % HK, j % blocks, codes[u].data(), G, LP.m,
-                                   executor::cpu_detail::cpu_scratch::local(), ids[j], mem[j]);
+    for (std::size_t j = 0; j < B * HK * blocks; ++j) pending[j].store(G, std::memory_order_relaxed);
+    exec().parallel_for(B * HK * blocks * G, [&](std::size_t t, std::size_t) {
+      const std::size_t j = t / G, g = t % G, u = j / blocks, b = j % blocks;
+      const cpu_index& idx = c.idx[u / HK];
+      auto& s = executor::cpu_detail::cpu_scratch::local();
+      idx.walk_block(u % HK, b, codes[u].data() + g * L, LP.m, s, hits[t]);
+      if (pending[j].fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        ids[j].clear();
+        mem[j].clear();
+        idx.merge_hits(b, hits.data() + j * G, G, s, ids[j], mem[j]);
+      }
     });
   }
   for (auto& v : ids) rows += v.size();

@@ -71,13 +71,14 @@ TEST_CASE("cpu_index retrieves what lsh_index retrieves (bf16, fp16, float, seve
   }
 }
 
-TEST_CASE("cpu_index GQA retrieval gives every query head lsh_index's ids, across blocks and the tail") {
-  // retrieve_group (the executor's path: prefetched bucket walks, branch-free
-  // hit lists, one union per block with membership bits) against lsh_index's
-  // query for each head of the group separately.
-  const std::size_t d = 16, H = 2, n = 140000, G = 3;
-  const lsh_params lp{6, 12, 2, 91};
-  const auto K = offset_keys<bf16>(H, n, d, 41);
+namespace {
+// retrieve_group (the executor's path: per-head bucket walks with prefetched
+// buckets and branch-free hit lists, merged into one union per block with
+// membership bits) against lsh_index's query for each head of the group
+// separately, over n tokens: full blocks, a partial one, and a tail of 836.
+void gqa_retrieval_case(const lsh_params& lp, std::size_t n, std::size_t blocks, std::uint64_t seed) {
+  const std::size_t d = 16, H = 2, G = 3, L = static_cast<std::size_t>(lp.L);
+  const auto K = offset_keys<bf16>(H, n, d, seed);
   const cache_view<const bf16> kc(K.data(), H, n, d);
   lsh_index<> ref(d, H, lp);
   cpu_index mine(d, H, lp);
@@ -87,16 +88,16 @@ TEST_CASE("cpu_index GQA retrieval gives every query head lsh_index's ids, acros
   ref.append(kc, n - 64);
   mine.append(kc, n - 64, cpu(2));
   REQUIRE(mine.tail_size() == 836);
-  REQUIRE(mine.retrieval_blocks() == 4);
-  conformance::detail::rng r(43);
+  REQUIRE(mine.retrieval_blocks() == blocks);
+  conformance::detail::rng r(seed + 2);
   executor::cpu_detail::cpu_scratch scratch;
   retrieval_workspace wr;
   for (int m : {1, 2, 3})
     for (std::size_t h = 0; h < H; ++h) {
       std::vector<float> q(G * d);
       for (auto& x : q) x = static_cast<float>(r.normal());
-      std::vector<std::uint32_t> codes(G * 12);
-      for (std::size_t g = 0; g < G; ++g) mine.family().hash(q.data() + g * d, codes.data() + g * 12);
+      std::vector<std::uint32_t> codes(G * L);
+      for (std::size_t g = 0; g < G; ++g) mine.family().hash(q.data() + g * d, codes.data() + g * L);
       std::vector<std::vector<std::uint32_t>> got(G);
       for (std::size_t b = 0; b < mine.retrieval_blocks(); ++b) {
         std::vector<std::uint32_t> ids;
@@ -111,6 +112,13 @@ TEST_CASE("cpu_index GQA retrieval gives every query head lsh_index's ids, acros
             if (member[i] >> g & 1) got[g].push_back(ids[i]);
         }
         CHECK(bad == 0);
+        // Each head's walk lists every token once (a wrapped counter would list it again).
+        for (std::size_t g = 0; g < G; ++g) {
+          std::vector<std::uint16_t> hits;
+          mine.walk_block(h, b, codes.data() + g * L, m, scratch, hits);
+          std::sort(hits.begin(), hits.end());
+          CHECK(std::adjacent_find(hits.begin(), hits.end()) == hits.end());
+        }
       }
       for (std::size_t g = 0; g < G; ++g) {
         ref.query(h, q.data() + g * d, m, wr);
@@ -119,6 +127,19 @@ TEST_CASE("cpu_index GQA retrieval gives every query head lsh_index's ids, acros
         CHECK(got[g] == wr.ids);  // ascending and each once: a repeat would show as a mismatch
       }
     }
+}
+}  // namespace
+
+TEST_CASE("cpu_index GQA retrieval gives every query head lsh_index's ids, across blocks and the tail") {
+  gqa_retrieval_case(lsh_params{6, 12, 2, 91}, 140000, 4, 41);
+}
+
+TEST_CASE("cpu_index GQA retrieval with more than 255 tables (16-bit counters)") {
+  // L = 300: counts above 255 would wrap 8-bit counters, so these walks use
+  // 16-bit ones. With K = 1 a token collides in each table with probability
+  // 1 - angle / pi, so the tokens within ~0.15 pi of a query count past 255,
+  // and a wrapped counter would list them a second time at 256 + m.
+  gqa_retrieval_case(lsh_params{1, 300, 2, 92}, 70000, 3, 51);
 }
 
 TEST_CASE("cpu_index rebuilt in its own storage retrieves what a fresh lsh_index retrieves") {
@@ -288,6 +309,7 @@ TEST_CASE("lsh fast path on cpu_index matches the reference executor") {
   fast_path_case<bf16>(5000, 128, 2, 4, lsh_params{7, 30, 2, 6}, 2, 22);
   fast_path_case<fp16>(2500, 96, 1, 3, lsh_params{6, 20, 1, 7}, 1, 23);
   fast_path_case<bf16>(70000, 16, 1, 2, lsh_params{8, 20, 2, 8}, 3, 24);  // two blocks
+  fast_path_case<bf16>(3000, 32, 2, 4, lsh_params{4, 300, 3, 9}, 3, 25);  // L > 255: 16-bit counters
 }
 
 TEST_CASE("cpu decode results do not depend on the thread count") {

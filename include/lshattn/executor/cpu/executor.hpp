@@ -8,9 +8,11 @@
 //   A. per (request, KV head): widen the group's queries; draw the sample
 //      (estimator::sample, or for lsh on a cpu_index hash the queries with
 //      the GEMM kernel);
-//   B. lsh on a cpu_index: per (request, KV head, 64K-token block) one
-//      retrieval for the whole group: epoch-stamped counters, union of the
-//      heads' candidates with a per-head membership mask;
+//   B. lsh on a cpu_index: per (request, KV head, 64K-token block, query
+//      head) one bucket walk (cpu_index::walk_block), so that a batch of one
+//      request still has 4 x 8 x blocks tasks; the last walk of a block to
+//      finish merges the group's hits into one union with a per-head
+//      membership mask (cpu_index::merge_hits);
 //   C. attention jobs (dense chunks of 4096 tokens, sample chunks of 1024
 //      rows): each key and value row read once for the group, online
 //      softmax in fp32, one partial state per job;
@@ -19,7 +21,9 @@
 // Job boundaries do not depend on the thread count, so results do not either.
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <memory>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -60,6 +64,7 @@ struct block_job {
   std::size_t unit = 0, block = 0;
   std::vector<std::uint32_t> ids;
   std::vector<std::uint64_t> member;
+  std::vector<std::vector<std::uint16_t>> hits;  // [group]: each query head's walk
 };
 
 /// One attention job; its state lives at state[slot ..].
@@ -75,6 +80,10 @@ struct attend_part {
 struct decode_workspace {
   std::vector<unit> units;
   std::vector<block_job> blocks;
+  std::vector<std::size_t> walk_block;  // walk task t: block walk_block[t], head t - walk_first[that block]
+  std::vector<std::size_t> walk_first;
+  std::unique_ptr<std::atomic<std::size_t>[]> pending;  // per block: walks not yet finished
+  std::size_t pending_size = 0;
   std::vector<attend_part> parts;
   std::vector<std::size_t> unit_parts;  // parts of unit u: [unit_parts[u], unit_parts[u + 1])
   std::vector<float> state;
@@ -185,14 +194,34 @@ void cpu_policy::decode(const Est& est, const decode_params& p,
         ws.blocks[bj].block = b;
       }
     }
-    parallel_for(n_blocks, [&](std::size_t j, std::size_t) {
+    if (ws.pending_size < n_blocks) {
+      ws.pending = std::make_unique<std::atomic<std::size_t>[]>(n_blocks);
+      ws.pending_size = n_blocks;
+    }
+    ws.walk_block.clear();
+    ws.walk_first.resize(n_blocks);
+    for (std::size_t j = 0; j < n_blocks; ++j) {
+      const std::size_t g = ws.units[ws.blocks[j].unit].group;
+      if (ws.blocks[j].hits.size() < g) ws.blocks[j].hits.resize(g);
+      ws.pending[j].store(g, std::memory_order_relaxed);
+      ws.walk_first[j] = ws.walk_block.size();
+      ws.walk_block.insert(ws.walk_block.end(), g, j);
+    }
+    parallel_for(ws.walk_block.size(), [&](std::size_t t, std::size_t) {
+      const std::size_t j = ws.walk_block[t], g = t - ws.walk_first[j];
       block_job& bj = ws.blocks[j];
       const unit& un = ws.units[bj.unit];
       const auto& idx = *batch[un.req].index;
-      bj.ids.clear();
-      bj.member.clear();
-      idx.retrieve_group(un.kv, bj.block, un.codes.data(), un.group, est.m > 0 ? est.m : idx.threshold(),
-                         cpu_scratch::local(), bj.ids, bj.member);
+      const int m = est.m > 0 ? est.m : idx.threshold();
+      const std::size_t L = static_cast<std::size_t>(idx.family().tables());
+      cpu_scratch& s = cpu_scratch::local();
+      idx.walk_block(un.kv, bj.block, un.codes.data() + g * L, m, s, bj.hits[g]);
+      // The last walk of the block merges (acq_rel: it sees the others' hits).
+      if (ws.pending[j].fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        bj.ids.clear();
+        bj.member.clear();
+        idx.merge_hits(bj.block, bj.hits.data(), un.group, s, bj.ids, bj.member);
+      }
     });
     for (std::size_t j = 0; j < n_blocks; ++j) {
       unit& un = ws.units[ws.blocks[j].unit];

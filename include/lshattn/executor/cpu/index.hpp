@@ -182,11 +182,12 @@ struct hash_plan {
 struct cpu_scratch {
   std::vector<float> X, norms;
   std::vector<std::uint64_t> bits, unsure;  // hashing: sign and unsure bits, [words][rows]
-  std::vector<std::uint32_t> cnt, slot;  // block-local: epoch-stamped counts and union slots
-  std::vector<std::uint32_t> span;       // retrieval: [group][L] bucket bounds (lo, hi) in a block's ids
-  std::vector<std::uint16_t> hits;       // retrieval: block-local ids whose count reached m, in order
-  std::uint32_t epoch = 0, union_epoch = 0;
-  std::vector<std::uint16_t> tail_cnt;
+  std::vector<std::uint8_t> cnt8;           // retrieval: block-local counts (L <= 255)
+  std::vector<std::uint16_t> cnt16;         // retrieval: block-local counts (L > 255)
+  std::vector<std::uint32_t> slot;          // union: block-local epoch-stamped union slots
+  std::vector<std::uint32_t> span;          // retrieval: [L] bucket bounds (lo, hi) in a block's ids
+  std::uint32_t union_epoch = 0;
+  std::vector<std::vector<std::uint16_t>> group_hits;  // retrieve_group: each head's hits
   static cpu_scratch& local() {
     thread_local cpu_scratch s;
     return s;
@@ -418,93 +419,56 @@ class cpu_index {
 
   /// The GQA retrieval of the CPU executor within block b: for query head g
   /// of the group (codes [group][L]), the tokens colliding in >= m tables.
-  /// Appends to s.ids (token positions) and s.member (bit g set when head g
-  /// sampled it) the union over the group, each token once.
+  /// Appends to out_ids (token positions) and out_member (bit g set when head
+  /// g sampled it) the union over the group, each token once. walk_block()
+  /// for each head, then merge_hits(); the executor runs the heads' walks as
+  /// separate tasks.
   void retrieve_group(std::size_t head, std::size_t b, const std::uint32_t* codes, std::size_t group, int m,
                       executor::cpu_detail::cpu_scratch& s, std::vector<std::uint32_t>& out_ids,
                       std::vector<std::uint64_t>& out_member) const {
     const std::size_t L = static_cast<std::size_t>(family_.tables());
-    const auto [first, len] = block_range(b);
-    if (s.cnt.size() < block_tokens) {
-      s.cnt.assign(block_tokens, 0);
-      s.slot.assign(block_tokens, 0);
-    }
-    if (++s.union_epoch == 0x10000u) {  // 16-bit union epochs: clear once every 65535 groups
+    if (s.group_hits.size() < group) s.group_hits.resize(group);
+    for (std::size_t g = 0; g < group; ++g) walk_block(head, b, codes + g * L, m, s, s.group_hits[g]);
+    merge_hits(b, s.group_hits.data(), group, s, out_ids, out_member);
+  }
+
+  /// One query head's part of retrieve_group: the block-local offsets of the
+  /// tokens of block b whose count over the L tables (codes qc[L]) reaches m,
+  /// in the order they reach it, replace the contents of hits.
+  void walk_block(std::size_t head, std::size_t b, const std::uint32_t* qc, int m,
+                  executor::cpu_detail::cpu_scratch& s, std::vector<std::uint16_t>& hits) const {
+    if (family_.tables() <= 255) walk_block<std::uint8_t>(head, b, qc, m, s, s.cnt8, hits);
+    else walk_block<std::uint16_t>(head, b, qc, m, s, s.cnt16, hits);
+  }
+
+  /// The union of the heads' hit lists of block b (hits[g] for g < group, as
+  /// walk_block() left them), in head order then hit order, appended to
+  /// out_ids (token positions) and out_member (bit g set for head g).
+  void merge_hits(std::size_t b, const std::vector<std::uint16_t>* hits, std::size_t group,
+                  executor::cpu_detail::cpu_scratch& s, std::vector<std::uint32_t>& out_ids,
+                  std::vector<std::uint64_t>& out_member) const {
+    const std::size_t first = block_range(b).first;
+    if (s.slot.size() < block_tokens) s.slot.assign(block_tokens, 0);
+    if (++s.union_epoch == 0x10000u) {  // 16-bit union epochs: clear once every 65535 merges
       std::fill(s.slot.begin(), s.slot.end(), 0u);
       s.union_epoch = 1;
     }
     const std::uint32_t uep = s.union_epoch << 16;
     const std::size_t base = out_ids.size();
-    const auto add = [&](std::uint32_t local, std::size_t g) {
-      std::uint32_t& sl = s.slot[local];
-      if ((sl & 0xffff0000u) != uep) {
-        sl = uep | static_cast<std::uint32_t>(out_ids.size() - base);
-        out_ids.push_back(static_cast<std::uint32_t>(first + local));
-        out_member.push_back(0);
-      }
-      out_member[base + (sl & 0xffffu)] |= std::uint64_t{1} << g;
-    };
-    const std::uint32_t target = static_cast<std::uint32_t>(m);
-    // The bucket walks are independent cache misses (a directory entry, then
-    // the bucket, in tables of ~20 MB per block and head); walked one after
-    // the other they cost two memory latencies each. So: all directory
-    // entries are requested first, then every bucket's bounds read, then the
-    // buckets counted with the bucket `ahead` tables on requested.
-    constexpr std::size_t ahead = 8;
-    if (b < csr_blocks()) {
-      const std::uint16_t* dir = tables_[head].dir.data() + dir_offset(b, 0);
-      const std::size_t B = family_.buckets();
-      for (std::size_t g = 0; g < group; ++g)
-        for (std::size_t l = 0; l < L; ++l) prefetch_line(dir + l * B + codes[g * L + l]);
-      s.span.resize(group * L * 2);
-      for (std::size_t g = 0; g < group; ++g)
-        for (std::size_t l = 0; l < L; ++l) {
-          const std::size_t c = codes[g * L + l];
-          const std::uint16_t* d = dir + l * B;
-          s.span[(g * L + l) * 2] = static_cast<std::uint32_t>(l * len + d[c]);
-          s.span[(g * L + l) * 2 + 1] = static_cast<std::uint32_t>(l * len + (c + 1 < B ? d[c + 1] : len));
+    std::size_t total = 0;
+    for (std::size_t g = 0; g < group; ++g) total += hits[g].size();
+    out_ids.reserve(base + total);
+    out_member.reserve(base + total);
+    for (std::size_t g = 0; g < group; ++g)
+      for (const std::uint16_t local : hits[g]) {
+        std::uint32_t& sl = s.slot[local];
+        if ((sl & 0xffff0000u) != uep) {
+          sl = uep | static_cast<std::uint32_t>(out_ids.size() - base);
+          out_ids.push_back(static_cast<std::uint32_t>(first + local));
+          out_member.push_back(0);
         }
-      const std::uint16_t* ids = tables_[head].ids.data() + ids_offset(b, 0, len);
-      for (std::size_t t = 0; t < std::min(ahead, group * L); ++t) prefetch_span(ids, s.span.data() + 2 * t);
-    }
-    for (std::size_t g = 0; g < group; ++g) {
-      const std::uint32_t* qc = codes + g * L;
-      if (++s.epoch == (1u << 19)) {  // 19-bit count epochs above 13-bit counts
-        std::fill(s.cnt.begin(), s.cnt.end(), 0u);
-        s.epoch = 1;
+        out_member[base + (sl & 0xffffu)] |= std::uint64_t{1} << g;
       }
-      const std::uint32_t ep = s.epoch << 13;
-      if (b < csr_blocks()) {
-        const std::uint16_t* ids = tables_[head].ids.data() + ids_offset(b, 0, len);
-        const std::uint32_t* sp = s.span.data() + g * L * 2;
-        std::uint32_t* cnt = s.cnt.data();
-        std::size_t walked = 0;
-        for (std::size_t l = 0; l < L; ++l) walked += sp[2 * l + 1] - sp[2 * l];
-        if (s.hits.size() < walked + 1) s.hits.resize(walked + 1);
-        // Branch-free: every id is written to hits, and kept when its count
-        // just reached m (~10% of ids: a branch on it would mispredict often).
-        std::uint16_t* hits = s.hits.data();
-        std::size_t n_hits = 0;
-        for (std::size_t l = 0; l < L; ++l) {
-          if (g * L + l + ahead < group * L) prefetch_span(ids, sp + 2 * (l + ahead));
-          for (std::size_t i = sp[2 * l]; i < sp[2 * l + 1]; ++i) {
-            const std::uint32_t id = ids[i];
-            std::uint32_t w = cnt[id];
-            w = (w & 0xffffe000u) == ep ? w + 1 : ep + 1;
-            cnt[id] = w;
-            hits[n_hits] = static_cast<std::uint16_t>(id);
-            n_hits += (w & 0x1fffu) == target;
-          }
-        }
-        for (std::size_t i = 0; i < n_hits; ++i) add(hits[i], g);
-      } else {
-        const std::uint16_t* tail = tables_[head].tail.data();
-        s.tail_cnt.assign(len, 0);
-        for (std::size_t l = 0; l < L; ++l)
-          for (std::size_t i = 0; i < len; ++i)
-            if (tail[l * len + i] == qc[l] && ++s.tail_cnt[i] == target) add(static_cast<std::uint32_t>(i), g);
-      }
-    }
   }
 
   /// Codes of g query rows q ([g][padded(dim)], zero padded) into codes
@@ -554,6 +518,71 @@ class cpu_index {
   }
   [[nodiscard]] std::size_t dir_offset(std::size_t b, std::size_t l) const noexcept {
     return (b * static_cast<std::size_t>(family_.tables()) + l) * family_.buckets();
+  }
+
+  // walk_block with counters of type C (L below its maximum, so that no
+  // count wraps): cleared per walk (64 KB for 8-bit counters, a few hundred
+  // stores) rather than epoch-stamped, which keeps them half or a quarter the
+  // size (more of them in L1/L2) and the per-id work to an increment.
+  template <class C>
+  void walk_block(std::size_t head, std::size_t b, const std::uint32_t* qc, int m,
+                  executor::cpu_detail::cpu_scratch& s, std::vector<C>& counts, std::vector<std::uint16_t>& out) const {
+    const std::size_t L = static_cast<std::size_t>(family_.tables());
+    const auto [first, len] = block_range(b);
+    (void)first;
+    if (counts.size() < block_tokens) counts.resize(block_tokens);
+    C* cnt = counts.data();
+    std::fill(cnt, cnt + len, C{0});
+    const C target = static_cast<C>(m);
+    if (b < csr_blocks()) {
+      // The bucket walks are independent cache misses (a directory entry,
+      // then the bucket, in tables of ~20 MB per block and head); walked one
+      // after the other they cost two memory latencies each. So: all L
+      // directory entries are requested first, then each bucket requested as
+      // soon as its bounds are read, then the buckets counted. (Requesting
+      // only the next 8 buckets while counting left most of the walk waiting
+      // on memory on the development VM: 4 KiB pages, a page walk per bucket.)
+      const std::uint16_t* dir = tables_[head].dir.data() + dir_offset(b, 0);
+      const std::size_t B = family_.buckets();
+      for (std::size_t l = 0; l < L; ++l) prefetch_line(dir + l * B + qc[l]);
+      s.span.resize(L * 2);
+      std::uint32_t* sp = s.span.data();
+      std::size_t walked = 0;
+      const std::uint16_t* ids = tables_[head].ids.data() + ids_offset(b, 0, len);
+      for (std::size_t l = 0; l < L; ++l) {
+        const std::size_t c = qc[l];
+        const std::uint16_t* d = dir + l * B;
+        sp[2 * l] = static_cast<std::uint32_t>(l * len + d[c]);
+        sp[2 * l + 1] = static_cast<std::uint32_t>(l * len + (c + 1 < B ? d[c + 1] : len));
+        walked += sp[2 * l + 1] - sp[2 * l];
+        prefetch_span(ids, sp + 2 * l);
+      }
+      out.resize(walked + 1);
+      // Branch-free: every id is written to hits, and kept when its count
+      // just reached m (~10% of ids: a branch on it would mispredict often).
+      std::uint16_t* hits = out.data();
+      std::size_t n_hits = 0;
+      for (std::size_t l = 0; l < L; ++l) {
+        const std::uint16_t* p = ids + sp[2 * l];
+        const std::uint16_t* e = ids + sp[2 * l + 1];
+        for (; p != e; ++p) {
+          const std::uint16_t id = *p;
+          const C c = static_cast<C>(cnt[id] + 1);
+          cnt[id] = c;
+          hits[n_hits] = id;
+          n_hits += c == target;
+        }
+      }
+      out.resize(n_hits);
+    } else {
+      const std::uint16_t* tail = tables_[head].tail.data();
+      out.clear();
+      for (std::size_t l = 0; l < L; ++l) {
+        const std::uint16_t code = static_cast<std::uint16_t>(qc[l]);
+        for (std::size_t i = 0; i < len; ++i)
+          if (tail[l * len + i] == code && ++cnt[i] == target) out.push_back(static_cast<std::uint16_t>(i));
+      }
+    }
   }
 
   static void prefetch_line(const void* p) noexcept {
