@@ -166,14 +166,15 @@ void run_timed(benchmark::State& st, const std::string& name, cudaStream_t strea
 // One CUDA graph per rotation slot (POOL / b of them): the decode step as an
 // engine would replay it, without per-kernel launch gaps.
 template <class Est, class I>
-std::vector<cudaGraphExec_t> capture(pool& p, std::size_t b, cudaStream_t stream) {
+std::vector<cudaGraphExec_t> capture(pool& p, std::size_t b, cudaStream_t stream, bool tensor_cores = true) {
   std::vector<cudaGraphExec_t> g;
   for (std::size_t slot = 0; slot < std::max<std::size_t>(1, POOL / b); ++slot) {
     auto r = batch_of<I>(p, slot * b, b);
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     LSHATTN_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-    decode(cuda.on(stream).with(*p.ws), Est{}, decode_params{}, std::span<const decode_request<bf16, bf16, bf16, I>>(r));
+    decode(cuda.on(stream).with(*p.ws).with_tensor_cores(tensor_cores), Est{}, decode_params{},
+           std::span<const decode_request<bf16, bf16, bf16, I>>(r));
     LSHATTN_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
     LSHATTN_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
     cudaGraphDestroy(graph);
@@ -221,6 +222,19 @@ void register_for(pool& p) {
       const double dense_med = medians["dense/" + tag];
       if (dense_med > 0) st.counters["speedup_vs_dense"] = dense_med / medians["lsh/" + tag];
       sampled_per_head["lsh/" + tag] = sampled / (b * HQ);
+    })->UseManualTime()->Iterations(40)->Unit(benchmark::kMicrosecond);
+    // The same two steps with the attention on the SIMT kernel (tensor cores off).
+    benchmark::RegisterBenchmark(("dense_exact_simt/" + tag).c_str(), [&p, b, tag, kv_bytes](benchmark::State& st) {
+      auto g = capture<estimator::exact, lsh_index<>>(p, b, bench_stream, false);
+      run_timed(st, "dense_simt/" + tag, bench_stream,
+                [&](int it) { LSHATTN_CUDA_CHECK(cudaGraphLaunch(g[it % g.size()], bench_stream)); }, kv_bytes);
+      release(g);
+    })->UseManualTime()->Iterations(b == 32 && n >= 131072 ? 20 : 40)->Unit(benchmark::kMicrosecond);
+    benchmark::RegisterBenchmark(("lsh_step_simt/" + tag).c_str(), [&p, b, tag](benchmark::State& st) {
+      auto g = capture<estimator::lsh, cuda_lsh_index>(p, b, bench_stream, false);
+      run_timed(st, "lsh_simt/" + tag, bench_stream,
+                [&](int it) { LSHATTN_CUDA_CHECK(cudaGraphLaunch(g[it % g.size()], bench_stream)); }, 0);
+      release(g);
     })->UseManualTime()->Iterations(40)->Unit(benchmark::kMicrosecond);
   }
   if (n == 131072) {
@@ -278,13 +292,15 @@ int main(int argc, char** argv) {
   }
   std::printf("\nsummary (median ms; copy %.3f ms for 4 GiB moved = %.0f GB/s)\n", medians["copy"],
               4.0 * (1u << 30) / (medians["copy"] * 1e-3) / 1e9);
-  std::printf("%-10s %10s %10s %8s %10s %10s\n", "config", "dense_ms", "lsh_ms", "ratio", "dense_GBps", "sampled/hd");
+  std::printf("%-10s %10s %10s %8s %10s %10s %12s %12s\n", "config", "dense_ms", "lsh_ms", "ratio", "dense_GBps",
+              "sampled/hd", "dense_simt", "lsh_simt");
   for (std::size_t n : contexts)
     for (std::size_t b : {1, 8, 32}) {
       const std::string tag = std::to_string(n / 1024) + "K/b" + std::to_string(b);
       const double dn = medians["dense/" + tag], ls = medians["lsh/" + tag];
-      std::printf("%-10s %10.4f %10.4f %8.2f %10.0f %10.0f\n", tag.c_str(), dn, ls, dn / ls,
-                  double(b) * HK * n * D * 4 / (dn * 1e-3) / 1e9, sampled_per_head["lsh/" + tag]);
+      std::printf("%-10s %10.4f %10.4f %8.2f %10.0f %10.0f %12.4f %12.4f\n", tag.c_str(), dn, ls, dn / ls,
+                  double(b) * HK * n * D * 4 / (dn * 1e-3) / 1e9, sampled_per_head["lsh/" + tag],
+                  medians["dense_simt/" + tag], medians["lsh_simt/" + tag]);
     }
   if (medians.count("build/128K")) std::printf("index build 128K x 8 heads: %.3f ms\n", medians["build/128K"]);
   return 0;

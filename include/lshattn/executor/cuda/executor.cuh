@@ -37,6 +37,7 @@
 #include "lshattn/core/params.hpp"
 #include "lshattn/estimator/exact.hpp"
 #include "lshattn/estimator/lsh.hpp"
+#include "lshattn/executor/cuda/attend_mma.cuh"
 #include "lshattn/executor/cuda/common.cuh"
 #include "lshattn/executor/cuda/index.cuh"
 #include "lshattn/executor/cuda/kernels.cuh"
@@ -101,6 +102,13 @@ struct workspace_layout {
   }
 };
 
+inline int device_major() {
+  int dev = 0, major = 0;
+  LSHATTN_CUDA_CHECK(cudaGetDevice(&dev));
+  LSHATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  return major;
+}
+
 inline int device_sm_count() {
   int dev = 0, sms = 0;
   LSHATTN_CUDA_CHECK(cudaGetDevice(&dev));
@@ -134,13 +142,27 @@ void launch_attend_merge(const step_args<TQ, T>& a, cudaStream_t stream) {
   LSHATTN_CUDA_LAUNCHED("merge_kernel");
 }
 
+/// Whether the step's attention runs on the tensor cores (attend_mma.cuh:
+/// bf16 caches) or on the SIMT kernel (every element type).
+template <class T>
+bool uses_tensor_cores(bool allowed) {
+  return allowed && std::is_same_v<T, bf16>;
+}
+
+template <int D, int G, class TQ, class T>
+void launch_attention(const step_args<TQ, T>& a, bool tensor_cores, cudaStream_t stream) {
+  if constexpr (std::is_same_v<T, bf16>)
+    if (tensor_cores) return launch_attend_mma<D, G>(a, stream);
+  launch_attend_merge<D, G>(a, stream);
+}
+
 template <int D, class TQ, class T>
-void dispatch_group(const step_args<TQ, T>& a, cudaStream_t stream) {
+void dispatch_group(const step_args<TQ, T>& a, bool tensor_cores, cudaStream_t stream) {
   switch (a.group) {
-    case 1: return launch_attend_merge<D, 1>(a, stream);
-    case 2: return launch_attend_merge<D, 2>(a, stream);
-    case 4: return launch_attend_merge<D, 4>(a, stream);
-    default: return launch_attend_merge<D, 8>(a, stream);
+    case 1: return launch_attention<D, 1>(a, tensor_cores, stream);
+    case 2: return launch_attention<D, 2>(a, tensor_cores, stream);
+    case 4: return launch_attention<D, 4>(a, tensor_cores, stream);
+    default: return launch_attention<D, 8>(a, tensor_cores, stream);
   }
 }
 
@@ -152,11 +174,23 @@ namespace executor {
 struct cuda_policy {
   cudaStream_t stream = nullptr;
   cuda_workspace_view workspace{};
+  /// bf16 caches attend on the tensor cores (mma.sync with the float query
+  /// split into bf16 parts); false keeps every dtype on the SIMT kernel
+  /// (for comparisons and benchmarks).
+  bool tensor_cores = true;
+  /// On sm_90 and newer, the selection runs as thread block clusters (a
+  /// query head per block, distributed shared memory for the union); false
+  /// keeps the one-block-per-group kernel that older GPUs run.
+  bool clusters = true;
 
   /// The same policy on another stream.
-  [[nodiscard]] cuda_policy on(cudaStream_t s) const noexcept { return {s, workspace}; }
+  [[nodiscard]] cuda_policy on(cudaStream_t s) const noexcept { return {s, workspace, tensor_cores, clusters}; }
   /// The same policy with a workspace (sized by workspace_bytes, zero-filled).
-  [[nodiscard]] cuda_policy with(cuda_workspace_view w) const noexcept { return {stream, w}; }
+  [[nodiscard]] cuda_policy with(cuda_workspace_view w) const noexcept { return {stream, w, tensor_cores, clusters}; }
+  /// The same policy with the tensor-core attention allowed or not.
+  [[nodiscard]] cuda_policy with_tensor_cores(bool on) const noexcept { return {stream, workspace, on, clusters}; }
+  /// The same policy with clustered selection allowed or not.
+  [[nodiscard]] cuda_policy with_clusters(bool on) const noexcept { return {stream, workspace, tensor_cores, on}; }
 
   /// Workspace bytes a step needs for batches of up to `batch` requests with
   /// these head counts, head_dim, at most max_tokens tokens each, L tables.
@@ -237,9 +271,12 @@ struct cuda_policy {
       a.stats = reinterpret_cast<unsigned long long*>(ws + lay.stats);
       a.partials = reinterpret_cast<float*>(ws + lay.partials);
       const std::size_t pairs = nb * hk;
-      // About four attend blocks per SM (three are resident at 64 KB of
-      // shared memory each), at least 8 tiles of 32 rows per block when exact.
-      int splits = static_cast<int>((4 * static_cast<std::size_t>(sms) + pairs - 1) / pairs);
+      // About four waves of attention blocks (the SIMT kernel keeps three
+      // resident per SM, the tensor-core one two at head_dim 128), so that
+      // the last wave's tail is small; at least 256 rows per block when exact.
+      const bool tc = cuda_detail::uses_tensor_cores<TK>(tensor_cores);
+      const int resident = !tc ? 3 : d == 64 ? cuda_detail::attend_mma_blocks_per_sm<64> : cuda_detail::attend_mma_blocks_per_sm<128>;
+      int splits = static_cast<int>((4 * static_cast<std::size_t>(resident * sms) + pairs - 1) / pairs);
       if constexpr (!lsh) splits = std::min<int>(splits, static_cast<int>((nmax + 255) / 256));
       a.splits = std::clamp(splits, 1, cuda_detail::max_splits);
       if constexpr (lsh) {
@@ -255,25 +292,46 @@ struct cuda_policy {
         const dim3 hgrid((a.L + tpb - 1) / tpb, a.nseq, static_cast<unsigned>((hq + hb - 1) / hb));
         cuda_detail::query_hash_kernel<TQ, TK><<<hgrid, 256, hsmem, stream>>>(a, tpb);
         LSHATTN_CUDA_LAUNCHED("query_hash_kernel");
-        // Token chunks whose m bit planes per head fit 96 KB of shared
+        // Token chunks whose m bit planes per block fit 96 KB of shared
         // memory (two blocks per SM); every chunk block reads the whole
         // buckets (ids in a bucket are unordered) and counts its own ids.
+        // On sm_90 a cluster of G blocks shares a chunk, a head per block.
         std::size_t span = 0;
         for (std::size_t i = 0; i < nb; ++i) span = std::max<std::size_t>(span, a.seq[i].idx.end - a.seq[i].idx.begin);
-        const std::size_t per_token_bits = static_cast<std::size_t>(a.group) * a.m;
+        const bool clustered = clusters && cuda_detail::device_major() >= 9;
+        const int heads = clustered ? 1 : a.group;
+        const std::size_t per_token_bits = static_cast<std::size_t>(heads) * a.m;
         const std::size_t chunk_max = std::max<std::size_t>(32, cuda_detail::select_plane_bytes * 8 / per_token_bits / 32 * 32);
         const std::size_t parts = std::max<std::size_t>(1, (span + chunk_max - 1) / chunk_max);
         a.chunk = static_cast<std::uint32_t>(((span + parts - 1) / parts + 31) / 32 * 32);
         if (span) {
-          const std::size_t smem = cuda_detail::select_smem_bytes(a.group, a.m, a.L, a.chunk);
-          cuda_detail::allow_shared_bytes(cuda_detail::select_kernel<TQ, TK>, smem);
-          const dim3 sgrid(static_cast<unsigned>(parts), a.hk, a.nseq);
-          cuda_detail::select_kernel<TQ, TK><<<sgrid, cuda_detail::select_threads, smem, stream>>>(a);
+          const std::size_t smem = cuda_detail::select_smem_bytes(heads, a.m, a.L, a.chunk);
+          if (clustered) {
+            auto* kernel = cuda_detail::select_kernel<TQ, TK, true>;
+            cuda_detail::allow_shared_bytes(kernel, smem);
+            cudaLaunchConfig_t cfg{};
+            cfg.gridDim = dim3(static_cast<unsigned>(parts * a.group), a.hk, a.nseq);
+            cfg.blockDim = dim3(cuda_detail::select_threads);
+            cfg.dynamicSmemBytes = smem;
+            cfg.stream = stream;
+            cudaLaunchAttribute attr{};
+            attr.id = cudaLaunchAttributeClusterDimension;
+            attr.val.clusterDim.x = static_cast<unsigned>(a.group);
+            attr.val.clusterDim.y = 1;
+            attr.val.clusterDim.z = 1;
+            cfg.attrs = &attr;
+            cfg.numAttrs = 1;
+            LSHATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a));
+          } else {
+            auto* kernel = cuda_detail::select_kernel<TQ, TK, false>;
+            cuda_detail::allow_shared_bytes(kernel, smem);
+            kernel<<<dim3(static_cast<unsigned>(parts), a.hk, a.nseq), cuda_detail::select_threads, smem, stream>>>(a);
+          }
           LSHATTN_CUDA_LAUNCHED("select_kernel");
         }
       }
-      if (d == 64) cuda_detail::dispatch_group<64>(a, stream);
-      else cuda_detail::dispatch_group<128>(a, stream);
+      if (d == 64) cuda_detail::dispatch_group<64>(a, tc, stream);
+      else cuda_detail::dispatch_group<128>(a, tc, stream);
       if constexpr (lsh) {
         if (want_stats) {
           unsigned long long st[2 * cuda_detail::max_seqs_per_launch] = {};

@@ -127,41 +127,67 @@ __global__ void __launch_bounds__(256) query_hash_kernel(const __grid_constant__
   }
 }
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+/// Barrier over the thread block cluster (release/acquire: shared-memory
+/// writes before it are visible to the cluster's blocks after it).
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.aligned;\n\tbarrier.cluster.wait.aligned;\n" ::: "memory");
+}
+/// The address of *p in the shared memory of the cluster's block `rank`
+/// (a generic address: ordinary loads read it).
+template <class T>
+__device__ __forceinline__ const T* cluster_map(const T* p, unsigned rank) {
+  std::uint64_t out;
+  asm volatile("mapa.u64 %0, %1, %2;\n" : "=l"(out) : "l"(reinterpret_cast<std::uint64_t>(p)), "r"(rank));
+  return reinterpret_cast<const T*>(out);
+}
+#endif
+
 inline constexpr int select_threads = 1024;
 inline constexpr std::size_t select_plane_bytes = 96 * 1024;  // shared memory for the count planes of one block
 
-/// Shared-memory bytes of a select_kernel block: the count planes of its
-/// chunk, then the bucket starts and sizes of every (head, table).
-inline std::size_t select_smem_bytes(int group, int m, int L, std::uint32_t chunk) {
-  return static_cast<std::size_t>(group) * m * (chunk / 32) * 4 + static_cast<std::size_t>(group) * L * 8;
+/// Shared-memory bytes of a select_kernel block holding `heads` query heads:
+/// their count planes over the chunk, then their bucket starts and sizes.
+inline std::size_t select_smem_bytes(int heads, int m, int L, std::uint32_t chunk) {
+  return static_cast<std::size_t>(heads) * m * (chunk / 32) * 4 + static_cast<std::size_t>(heads) * L * 8;
 }
 
-/// Grid (token chunks, KV heads, requests); a.chunk tokens per block (a
-/// multiple of 32). Counts are kept as m bit planes per query head: plane j
-/// holds "at least j + 1 collisions", and an arrival that finds its bit
-/// already set in plane j moves on to plane j + 1 (atomicOr returns the old
-/// word, so concurrent arrivals serialise per bit). Plane m - 1 is then
-/// exactly the m-of-L set, m bits per token per head instead of a counter.
-/// The block then compacts the union of its heads' sets, with each token's
-/// head mask, into the KV head's list: one global atomic per block, the
-/// tokens of a chunk in ascending order.
-template <class TQ, class T>
+/// Grid (G x token chunks or token chunks, KV heads, requests); a.chunk
+/// tokens per block (a multiple of 32). Counts are kept as m bit planes per
+/// query head: plane j holds "at least j + 1 collisions", and an arrival that
+/// finds its bit already set in plane j moves on to plane j + 1 (atomicOr
+/// returns the old word, so concurrent arrivals serialise per bit). Plane
+/// m - 1 is then exactly the m-of-L set, m bits per token per head instead of
+/// a counter. The union of the group's sets is then compacted, with each
+/// token's head mask, into the KV head's list: one global atomic per block,
+/// the tokens of a block's words in ascending order.
+///
+/// Clustered (sm_90): a thread block cluster of G blocks per chunk, block g
+/// counting query head g alone (a quarter of the bucket walk at G = 4, and G
+/// times the blocks); after a cluster barrier each block compacts a G-th of
+/// the chunk's words, reading the other heads' planes through distributed
+/// shared memory. Otherwise one block counts all G heads of its chunk.
+template <class TQ, class T, bool Clustered>
 __global__ void __launch_bounds__(select_threads) select_kernel(const __grid_constant__ step_args<TQ, T> a) {
-  extern __shared__ std::uint32_t planes[];  // [G][m][chunk / 32], then first[G * L], size[G * L]
+  extern __shared__ std::uint32_t planes[];  // [heads][m][chunk / 32], then first[heads * L], size[heads * L]
   __shared__ std::uint32_t warp_sums[select_threads / 32][2];
   __shared__ std::uint32_t base;
   constexpr int NT = select_threads, NW = NT / 32;
   const int G = a.group, m = a.m, L = a.L, kvh = blockIdx.y, sq = blockIdx.z;
+  const int rank = Clustered ? static_cast<int>(blockIdx.x) % G : 0;  // the block's head (clustered)
+  const int part = Clustered ? static_cast<int>(blockIdx.x) / G : static_cast<int>(blockIdx.x);
+  const int h0 = Clustered ? rank : 0, heads = Clustered ? 1 : G;
   const seq_desc<TQ, T>& s = a.seq[sq];
   const index_view& ix = s.idx;
-  const std::uint32_t t0 = ix.begin + blockIdx.x * a.chunk;
-  if (t0 >= ix.end) return;  // the whole block: this request is shorter
+  const std::uint32_t t0 = ix.begin + part * a.chunk;
+  if (t0 >= ix.end) return;  // the whole block (and cluster): this request is shorter
   const std::uint32_t t1 = min(ix.end, t0 + a.chunk), span = t1 - t0, WS = a.chunk / 32, W = (span + 31) / 32;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nb = G * L;
-  std::uint32_t* first = planes + static_cast<std::size_t>(G) * m * WS;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nb = heads * L;
+  const std::size_t hstride = static_cast<std::size_t>(m) * WS;  // words per head
+  std::uint32_t* first = planes + heads * hstride;
   std::uint32_t* size = first + nb;
-  for (std::uint32_t w = tid; w < static_cast<std::uint32_t>(G * m) * WS; w += NT) planes[w] = 0;
-  const std::uint32_t* codes = a.qcodes + (static_cast<std::size_t>(sq) * a.hq + kvh * G) * L;  // [G][L]
+  for (std::uint32_t w = tid; w < heads * hstride; w += NT) planes[w] = 0;
+  const std::uint32_t* codes = a.qcodes + (static_cast<std::size_t>(sq) * a.hq + kvh * G + h0) * L;  // [heads][L]
   for (int e = tid; e < nb; e += NT) {
     const std::size_t tab = static_cast<std::size_t>(kvh) * L + e % L;
     const std::uint32_t* off = ix.offsets + tab * (a.B + 1) + codes[e];
@@ -184,7 +210,6 @@ __global__ void __launch_bounds__(select_threads) select_kernel(const __grid_con
       if (!__any_sync(0xffffffffu, bit)) break;
     }
   };
-  const std::size_t hstride = static_cast<std::size_t>(m) * WS;
   // A warp walks BU buckets at a time with U loads per lane each, so that
   // BU * U independent loads are in flight (a bucket holds ~n / 2^K ids).
   constexpr int BU = 4, U = 4;
@@ -226,16 +251,31 @@ __global__ void __launch_bounds__(select_threads) select_kernel(const __grid_con
       }
     }
   }
-  __syncthreads();
 
-  // Compaction: thread tid owns the consecutive words [tid * per, (tid + 1) * per).
-  const std::uint32_t per = (W + NT - 1) / NT, w0 = tid * per, w1 = min(W, w0 + per);
-  const std::uint32_t* top = planes + static_cast<std::size_t>(m - 1) * WS;  // head h's m-of-L plane at top + h * hstride
+  // The m-of-L plane of every head of the group, local or in the cluster's blocks.
+  const std::uint32_t* top[8];
+  std::uint32_t wb = 0, we = W;  // the words this block compacts
+  if constexpr (Clustered) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    cluster_sync();  // every head's planes are complete
+    for (int g = 0; g < G; ++g) top[g] = cluster_map(planes + (m - 1) * WS, static_cast<unsigned>(g));
+    wb = static_cast<std::uint32_t>(rank) * W / G;
+    we = static_cast<std::uint32_t>(rank + 1) * W / G;
+#else
+    __trap();  // launched clustered only on sm_90 and newer
+#endif
+  } else {
+    __syncthreads();
+    for (int g = 0; g < G; ++g) top[g] = planes + g * hstride + (m - 1) * WS;
+  }
+
+  // Compaction: thread tid owns the consecutive words [w0, w1) of [wb, we).
+  const std::uint32_t per = (we - wb + NT - 1) / NT, w0 = min(we, wb + tid * per), w1 = min(we, w0 + per);
   std::uint32_t mine = 0, pairs = 0;
   for (std::uint32_t w = w0; w < w1; ++w) {
     std::uint32_t u = 0;
     for (int h = 0; h < G; ++h) {
-      const std::uint32_t x = top[h * hstride + w];
+      const std::uint32_t x = top[h][w];
       u |= x;
       pairs += __popc(x);
     }
@@ -253,6 +293,7 @@ __global__ void __launch_bounds__(select_threads) select_kernel(const __grid_con
     warp_sums[warp][1] = pairs;
   }
   __syncthreads();
+  const std::size_t slot = static_cast<std::size_t>(sq) * a.hk + kvh;
   if (warp == 0) {
     const std::uint32_t v = warp_sums[lane][0];
     std::uint32_t pv = warp_sums[lane][1], x = v;
@@ -264,7 +305,6 @@ __global__ void __launch_bounds__(select_threads) select_kernel(const __grid_con
     for (int o = 16; o; o >>= 1) pv += __shfl_xor_sync(0xffffffffu, pv, o);
     warp_sums[lane][0] = x - v;  // exclusive prefix of the warps
     if (lane == 31) {
-      const std::size_t slot = static_cast<std::size_t>(sq) * a.hk + kvh;
       base = x ? atomicAdd(a.list_count + slot, x) : 0u;
       if (x) {
         atomicAdd(a.stats + 2 * sq, static_cast<unsigned long long>(x));
@@ -273,23 +313,28 @@ __global__ void __launch_bounds__(select_threads) select_kernel(const __grid_con
     }
   }
   __syncthreads();
-  if (!mine) return;
-  const std::size_t slot = static_cast<std::size_t>(sq) * a.hk + kvh;
-  std::uint32_t* list = a.lists + slot * a.nmax;
-  std::uint8_t* lmask = a.list_masks + slot * a.nmax;
-  std::uint32_t at = base + warp_sums[warp][0] + (incl - mine);
-  for (std::uint32_t w = w0; w < w1; ++w) {
-    std::uint32_t u = 0;
-    for (int h = 0; h < G; ++h) u |= top[h * hstride + w];
-    while (u) {
-      const int b = __ffs(u) - 1;
-      u &= u - 1;
-      std::uint32_t mk = 0;
-      for (int h = 0; h < G; ++h) mk |= ((top[h * hstride + w] >> b) & 1u) << h;
-      list[at] = t0 + 32 * w + b;
-      lmask[at] = static_cast<std::uint8_t>(mk);
-      ++at;
+  if (mine) {
+    std::uint32_t* list = a.lists + slot * a.nmax;
+    std::uint8_t* lmask = a.list_masks + slot * a.nmax;
+    std::uint32_t at = base + warp_sums[warp][0] + (incl - mine);
+    for (std::uint32_t w = w0; w < w1; ++w) {
+      std::uint32_t u = 0;
+      for (int h = 0; h < G; ++h) u |= top[h][w];
+      while (u) {
+        const int b = __ffs(u) - 1;
+        u &= u - 1;
+        std::uint32_t mk = 0;
+        for (int h = 0; h < G; ++h) mk |= ((top[h][w] >> b) & 1u) << h;
+        list[at] = t0 + 32 * w + b;
+        lmask[at] = static_cast<std::uint8_t>(mk);
+        ++at;
+      }
     }
+  }
+  if constexpr (Clustered) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    cluster_sync();  // the other blocks may still read this block's planes
+#endif
   }
 }
 
