@@ -186,6 +186,7 @@ struct cpu_scratch {
   std::vector<std::uint16_t> cnt16;         // retrieval: block-local counts (L > 255)
   std::vector<std::uint32_t> slot;          // union: block-local epoch-stamped union slots
   std::vector<std::uint32_t> span;          // retrieval: [L] bucket bounds (lo, hi) in a block's ids
+  std::vector<std::uint16_t> hits;          // retrieval: every id walked, the first n_hits kept
   std::uint32_t union_epoch = 0;
   std::vector<std::vector<std::uint16_t>> group_hits;  // retrieve_group: each head's hits
   static cpu_scratch& local() {
@@ -557,10 +558,10 @@ class cpu_index {
         walked += sp[2 * l + 1] - sp[2 * l];
         prefetch_span(ids, sp + 2 * l);
       }
-      out.resize(walked + 1);
+      if (s.hits.size() < walked + 1) s.hits.resize(walked + 1);
       // Branch-free: every id is written to hits, and kept when its count
       // just reached m (~10% of ids: a branch on it would mispredict often).
-      std::uint16_t* hits = out.data();
+      std::uint16_t* hits = s.hits.data();
       std::size_t n_hits = 0;
       for (std::size_t l = 0; l < L; ++l) {
         const std::uint16_t* p = ids + sp[2 * l];
@@ -573,7 +574,7 @@ class cpu_index {
           n_hits += c == target;
         }
       }
-      out.resize(n_hits);
+      out.assign(hits, hits + n_hits);
     } else {
       const std::uint16_t* tail = tables_[head].tail.data();
       out.clear();
