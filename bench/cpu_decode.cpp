@@ -12,7 +12,8 @@
 //   roofline/stream, roofline/gather   a streaming read and a random 256-byte
 //                  row gather with all threads: the machine's bandwidths
 // Counters: bytes (touched per iteration), GB/s, keys_sampled (per query
-// head), union_rows (rows read per KV head). bench/cpu_report.py turns the
+// head), union_rows (rows read per KV head), thp_MB (memory the kernel backs
+// with transparent huge pages, see thp_mb()). bench/cpu_report.py turns the
 // JSON into the Markdown table of docs/performance.md.
 // LSHATTN_BENCH_THREADS sets the thread count (default: all hardware
 // threads), LSHATTN_BENCH_MAX_CONTEXT caps the contexts (default 131072),
@@ -30,6 +31,7 @@
 #include <benchmark/benchmark.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <lshattn/executor/cpu.hpp>
 #include <lshattn/workload/synthetic.hpp>
@@ -141,7 +143,24 @@ config& get(std::size_t n, std::size_t B) {
   return *current;
 }
 
+/// The process's anonymous memory backed by transparent huge pages, in MB
+/// (AnonHugePages of /proc/self/smaps_rollup; -1 where unavailable): whether
+/// the huge-page advice given to the KV caches and index tables took effect
+/// on this machine (a kernel or hypervisor may ignore it; 0 means every
+/// sampled row and bucket is also a 4 KiB page walk).
+double thp_mb() {
+  std::FILE* f = std::fopen("/proc/self/smaps_rollup", "r");
+  if (!f) return -1.0;
+  char line[256];
+  double kb = -1.0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "AnonHugePages: %lf kB", &kb) == 1) break;
+  std::fclose(f);
+  return kb < 0.0 ? -1.0 : kb / 1024.0;
+}
+
 void report(benchmark::State& st, double bytes, const decode_stats& s, std::size_t B) {
+  st.counters["thp_MB"] = thp_mb();
   st.counters["bytes"] = bytes;
   st.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   st.counters["keys_sampled"] = static_cast<double>(s.sampled_keys) / static_cast<double>(B * HQ);
@@ -214,6 +233,7 @@ void BM_retrieval(benchmark::State& st, std::size_t n, std::size_t B) {
     });
   }
   for (auto& v : ids) rows += v.size();
+  st.counters["thp_MB"] = thp_mb();
   st.counters["union_rows"] = static_cast<double>(rows) / static_cast<double>(B * HK);
   const double bytes = static_cast<double>(B * HQ) * LP.L * (static_cast<double>(n) / 1024.0) * 2.0;
   st.counters["bytes"] = bytes;
@@ -287,6 +307,7 @@ void BM_attention(benchmark::State& st, std::size_t n, std::size_t B) {
     });
   }
   const double bytes = static_cast<double>(rows) * 2.0 * D * sizeof(bf16);
+  st.counters["thp_MB"] = thp_mb();
   st.counters["union_rows"] = static_cast<double>(rows) / static_cast<double>(B * HK);
   st.counters["bytes"] = bytes;
   st.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
