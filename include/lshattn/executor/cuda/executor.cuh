@@ -271,12 +271,15 @@ struct cuda_policy {
       a.stats = reinterpret_cast<unsigned long long*>(ws + lay.stats);
       a.partials = reinterpret_cast<float*>(ws + lay.partials);
       const std::size_t pairs = nb * hk;
-      // About four waves of attention blocks (the SIMT kernel keeps three
-      // resident per SM, the tensor-core one two at head_dim 128), so that
-      // the last wave's tail is small; at least 256 rows per block when exact.
+      // Whole waves of attention blocks (the SIMT kernel keeps three
+      // resident per SM, the tensor-core one two at head_dim 128; a grid that
+      // spills a little into another wave waits for it): two waves when
+      // exact, one for the LSH step, whose union lists are short, so that
+      // each warp streams enough tiles to fill its pipeline. At least 256
+      // rows per block when exact.
       const bool tc = cuda_detail::uses_tensor_cores<TK>(tensor_cores);
       const int resident = !tc ? 3 : d == 64 ? cuda_detail::attend_mma_blocks_per_sm<64> : cuda_detail::attend_mma_blocks_per_sm<128>;
-      int splits = static_cast<int>((4 * static_cast<std::size_t>(resident * sms) + pairs - 1) / pairs);
+      int splits = static_cast<int>((lsh ? 1 : 2) * static_cast<std::size_t>(resident * sms) / pairs);
       if constexpr (!lsh) splits = std::min<int>(splits, static_cast<int>((nmax + 255) / 256));
       a.splits = std::clamp(splits, 1, cuda_detail::max_splits);
       if constexpr (lsh) {
@@ -298,11 +301,18 @@ struct cuda_policy {
         // On sm_90 a cluster of G blocks shares a chunk, a head per block.
         std::size_t span = 0;
         for (std::size_t i = 0; i < nb; ++i) span = std::max<std::size_t>(span, a.seq[i].idx.end - a.seq[i].idx.begin);
-        const bool clustered = clusters && cuda_detail::device_major() >= 9;
+        const auto chunk_max = [&](int heads) {  // tokens whose planes fit select_plane_bytes
+          return std::max<std::size_t>(32, cuda_detail::select_plane_bytes * 8 / (static_cast<std::size_t>(heads) * a.m) / 32 * 32);
+        };
+        const auto parts_of = [&](int heads) { return std::max<std::size_t>(1, (span + chunk_max(heads) - 1) / chunk_max(heads)); };
+        // Clusters pay when the one-block-per-group grid leaves SMs idle
+        // (they give G times the blocks, each a G-th of the walk) and the
+        // clustered grid still has no more blocks than SMs (measured at
+        // 128K: 35 vs 55 us at batch 1, but 90 vs 62 us at batch 8).
+        const bool clustered = clusters && cuda_detail::device_major() >= 9 &&
+                               parts_of(1) * a.group * a.hk * nb <= static_cast<std::size_t>(sms);
         const int heads = clustered ? 1 : a.group;
-        const std::size_t per_token_bits = static_cast<std::size_t>(heads) * a.m;
-        const std::size_t chunk_max = std::max<std::size_t>(32, cuda_detail::select_plane_bytes * 8 / per_token_bits / 32 * 32);
-        const std::size_t parts = std::max<std::size_t>(1, (span + chunk_max - 1) / chunk_max);
+        const std::size_t parts = parts_of(heads);
         a.chunk = static_cast<std::uint32_t>(((span + parts - 1) / parts + 31) / 32 * 32);
         if (span) {
           const std::size_t smem = cuda_detail::select_smem_bytes(heads, a.m, a.L, a.chunk);

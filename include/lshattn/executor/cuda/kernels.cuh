@@ -641,21 +641,30 @@ __global__ void __launch_bounds__(128) attend_kernel(const __grid_constant__ ste
 
 /// Merges the split partials of one head, then zeroes them (each partial is
 /// read by this block alone), so that no memset of the partials is needed.
+/// The splits' lse values are read once, in parallel, into shared memory.
 template <int D, class TQ, class T>
 __global__ void __launch_bounds__(D) merge_kernel(const __grid_constant__ step_args<TQ, T> a) {
-  const int h = blockIdx.x, sq = blockIdx.y, j = threadIdx.x;
+  static_assert(D >= max_splits, "merge_kernel: a thread per split's lse");
+  __shared__ float ls[max_splits];
+  const int h = blockIdx.x, sq = blockIdx.y, j = threadIdx.x, ns = a.splits;
   const seq_desc<TQ, T>& s = a.seq[sq];
-  float* part = a.partials + (static_cast<std::size_t>(sq) * a.hq + h) * a.splits * (D + 1);
+  float* part = a.partials + (static_cast<std::size_t>(sq) * a.hq + h) * ns * (D + 1);
+  if (j < ns) {
+    ls[j] = part[j * (D + 1) + D];
+    part[j * (D + 1) + D] = 0.0f;
+  }
+  __syncthreads();
   float M = -INFINITY;
-  for (int k = 0; k < a.splits; ++k) {
-    const float l = part[k * (D + 1) + D];
+  for (int k = 0; k < ns; ++k) {
+    const float l = ls[k];
     if (l > M || l != l) M = l;
   }
   float o = 0.0f, lse = -INFINITY;
   if (M != -INFINITY) {
     float ws = 0.0f, acc = 0.0f;
-    for (int k = 0; k < a.splits; ++k) {
-      const float l = part[k * (D + 1) + D];
+#pragma unroll 8
+    for (int k = 0; k < ns; ++k) {
+      const float l = ls[k];
       const float w = l == -INFINITY ? 0.0f : expf(l - M);
       ws += w;
       acc = fmaf(w, part[k * (D + 1) + j], acc);
@@ -665,9 +674,7 @@ __global__ void __launch_bounds__(D) merge_kernel(const __grid_constant__ step_a
   }
   s.out[h * s.out_stride + j] = o;
   if (j == 0 && s.lse) s.lse[h] = lse * a.lse_factor;
-  for (int k = 0; k < a.splits; ++k) part[k * (D + 1) + j] = 0.0f;
-  __syncthreads();  // every thread has read the lse column
-  for (int k = j; k < a.splits; k += D) part[k * (D + 1) + D] = 0.0f;
+  for (int k = 0; k < ns; ++k) part[k * (D + 1) + j] = 0.0f;
 }
 
 }  // namespace lshattn::cuda_detail
