@@ -192,13 +192,26 @@ void attend(const attend_job& j) {
     prefetch_row(keys + row_of(i) * j.key_stride, d * sizeof(TK));
     prefetch_row(values + row_of(i) * j.value_stride, d * sizeof(TV));
   };
+#ifdef LSHATTN_CPU_ROW_PREFETCH
+  // Experiment (a build with -DLSHATTN_CPU_ROW_PREFETCH=N): each row scored
+  // requests the lines of the row N ahead, as the gather probe does, instead
+  // of a tile's 128 lines at once. For an A/B on a machine with huge pages.
+  constexpr std::size_t ahead = LSHATTN_CPU_ROW_PREFETCH;
+  for (std::size_t i = 0; i < min_of(ahead, j.count); ++i) fetch(i);
+#else
   for (std::size_t i = 0; i < min_of(T, j.count); ++i) fetch(i);
+#endif
   for (std::size_t t0 = 0; t0 < j.count; t0 += T) {
     const std::size_t nt = min_of(T, j.count - t0);
+#ifndef LSHATTN_CPU_ROW_PREFETCH
     for (std::size_t i = t0 + T; i < min_of(t0 + 2 * T, j.count); ++i) fetch(i);
+#endif
     // Scores of the tile, for the heads that include each row.
     for (std::size_t r = 0; r < nt; ++r) {
       const std::size_t i = t0 + r;
+#ifdef LSHATTN_CPU_ROW_PREFETCH
+      if (i + ahead < j.count) fetch(i + ahead);
+#endif
       std::uint64_t mask = all;
       if (j.mode == correction::lsh) {
         mask = j.member[i];
