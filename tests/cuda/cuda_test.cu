@@ -238,6 +238,43 @@ TEST_CASE("host: the fixed-point exact dot sign equals hash::exact_dot_sign" * d
   CHECK(zeros > 1000);  // the exact-zero branch was exercised
 }
 
+// Runs without a GPU too: the interpolated ln u table the attention uses
+// (inclusion_lookup) against collision::inclusion_probability_at in double,
+// an independent implementation, at the same float cosine. Both lookup paths
+// (the table where its second differences certify ~1e-5, the double formula
+// elsewhere) must stay within 2e-5 of ln u: the ~1e-5 budget the output
+// tolerance above is derived from, doubled for the table's float entries.
+// Values below ln DBL_MIN are floored, as estimator::lsh does.
+TEST_CASE("host: the interpolated inclusion table is within 2e-5 of ln u" * doctest::test_suite("host")) {
+  for (const lsh_params lp : {lsh_params{10, 150, 2, 0}, lsh_params{6, 30, 3, 0}, lsh_params{4, 12, 1, 0},
+                              lsh_params{12, 300, 5, 0}, lsh_params{4, 30, 8, 0}}) {
+    INFO("K " << lp.K << " L " << lp.L << " m " << lp.m);
+    const double lcm = cuda_detail::log_choose(lp.L, lp.m);
+    std::vector<float> table(cuda_detail::inclusion_table_size + 3);
+    for (int i = 0; i < static_cast<int>(table.size()); ++i) table[i] = cuda_detail::inclusion_table_entry(i, lp.K, lp.L, lp.m, lcm);
+    random::philox_engine r(17, static_cast<std::uint64_t>(lp.K * 1000 + lp.m));
+    double worst = 0.0;
+    std::size_t on_table = 0, in_range = 0;
+    const int trials = 200000;
+    for (int k = 0; k < trials; ++k) {
+      const float c = static_cast<float>(k < 2001 ? -1.0 + k / 1000.0 : 2.0 * r.uniform() - 1.0);
+      const double want = std::max(std::log(collision::inclusion_probability_at(c, lp.K, lp.L, lp.m)), -708.396418532264);
+      const float got = cuda_detail::inclusion_lookup(c, table.data(), lp.K, lp.L, lp.m, lcm);
+      worst = std::max(worst, std::fabs(double(got) - want));
+      if (c > -0.5f) {  // where sampled keys live: the table should serve nearly all of them
+        ++in_range;
+        const int i = std::min(static_cast<int>((c + 1.0f) * (0.5f * cuda_detail::inclusion_table_size)),
+                               cuda_detail::inclusion_table_size - 1);
+        const float d1 = table[i] - 2.0f * table[i + 1] + table[i + 2], d2 = table[i + 1] - 2.0f * table[i + 2] + table[i + 3];
+        on_table += std::max(std::fabs(d1), std::fabs(d2)) <= 3e-5f;
+      }
+    }
+    INFO("worst |error| " << worst << ", table share for c > -0.5: " << double(on_table) / in_range);
+    CHECK(worst <= 2e-5);
+    CHECK(double(on_table) / in_range > 0.9);
+  }
+}
+
 TEST_CASE("cuda index: the mean bit for bit, every code and the buckets equal lsh_index's") {
   const std::size_t hk = 2, d = 128, n = 3000;
   const lsh_params lp{10, 24, 2, 0x1234};

@@ -80,7 +80,7 @@ inline std::size_t align_up(std::size_t x) { return (x + 255) & ~std::size_t{255
 /// no clearing (a step writes the entries it reads).
 struct workspace_layout {
   std::size_t list_count = 0, stats = 0, qcodes = 0, partials = 0;
-  std::size_t lists = 0, list_masks = 0, total = 0;
+  std::size_t lists = 0, list_masks = 0, inc_table = 0, total = 0;
 
   workspace_layout(std::size_t batch, std::size_t hq, std::size_t hk, std::size_t d, std::size_t max_tokens, int L,
                    bool lsh) {
@@ -98,6 +98,8 @@ struct workspace_layout {
     at += align_up(lsh ? b * hk * max_tokens * 4 : 0);
     list_masks = at;
     at += align_up(lsh ? b * hk * max_tokens : 0);
+    inc_table = at;
+    at += align_up(lsh ? (inclusion_table_size + 3) * 4 : 0);
     total = at;
   }
 };
@@ -266,6 +268,7 @@ struct cuda_policy {
       a.nmax = nmax;
       a.qcodes = reinterpret_cast<std::uint32_t*>(ws + lay.qcodes);
       a.list_masks = ws + lay.list_masks;
+      a.inc_table = reinterpret_cast<float*>(ws + lay.inc_table);
       a.lists = reinterpret_cast<std::uint32_t*>(ws + lay.lists);
       a.list_count = reinterpret_cast<std::uint32_t*>(ws + lay.list_count);
       a.stats = reinterpret_cast<unsigned long long*>(ws + lay.stats);
@@ -288,13 +291,16 @@ struct cuda_policy {
         a.L = ix.family().tables();
         a.B = static_cast<int>(ix.family().buckets());
         a.m = est.m > 0 ? est.m : ix.threshold();
-        a.log_c_m = static_cast<float>(cuda_detail::log_choose(a.L, a.m));
+        a.log_c_m = cuda_detail::log_choose(a.L, a.m);
         constexpr int hb = cuda_detail::hash_heads_per_block;
         const int tpb = std::max(1, 256 / a.K);
         const std::size_t hsmem = hb * d * 4 + hb * static_cast<std::size_t>(tpb * a.K);
         const dim3 hgrid((a.L + tpb - 1) / tpb, a.nseq, static_cast<unsigned>((hq + hb - 1) / hb));
         cuda_detail::query_hash_kernel<TQ, TK><<<hgrid, 256, hsmem, stream>>>(a, tpb);
         LSHATTN_CUDA_LAUNCHED("query_hash_kernel");
+        cuda_detail::inclusion_table_kernel<><<<(cuda_detail::inclusion_table_size + 3 + 255) / 256, 256, 0, stream>>>(
+            a.inc_table, a.K, a.L, a.m, a.log_c_m);
+        LSHATTN_CUDA_LAUNCHED("inclusion_table_kernel");
         // Token chunks whose m bit planes per block fit 96 KB of shared
         // memory (two blocks per SM); every chunk block reads the whole
         // buckets (ids in a bucket are unordered) and counts its own ids.
