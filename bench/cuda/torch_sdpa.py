@@ -1,7 +1,8 @@
 """PyTorch scaled_dot_product_attention on the decode shapes of decode_bench.cu
 (one Llama-3.1-8B-shaped layer: 32 query heads, 8 KV heads, head_dim 128,
 bf16, GQA), timed with CUDA events: 5 warm-up calls, then the median of 30.
-K/V sets are rotated so that at least 512 MB is cycled through (L2 is 60 MB)."""
+K/V sets are rotated so that at least 512 MB is cycled through (L2 is 60 MB).
+Arguments: the contexts to run (default 32768 65536 131072 262144)."""
 import sys
 import torch
 import torch.nn.functional as F
@@ -10,7 +11,8 @@ def main():
     dev = torch.device("cuda")
     print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__)
     print(f"{'config':<10} {'sdpa_ms':>9} {'GBps':>7}")
-    for n in [32768, 65536, 131072, 262144]:
+    contexts = [int(x) for x in sys.argv[1:]] or [32768, 65536, 131072, 262144]
+    for n in contexts:
         for b in [1, 8, 32]:
             kv_bytes = b * 8 * n * 128 * 2 * 2
             sets = max(1, min(8, -(-512 * 2**20 // kv_bytes)))
