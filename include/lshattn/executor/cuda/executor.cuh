@@ -227,12 +227,11 @@ struct cuda_policy {
     const int sms = cuda_detail::device_sm_count();
     bool want_stats = false;
     for (const auto& r : batch) want_stats = want_stats || r.stats != nullptr;
+    const std::size_t nmax = max_tokens(batch);  // list slots per (request, KV head), as layout_of sized them
 
     for (std::size_t c0 = 0; c0 < batch.size(); c0 += cuda_detail::max_seqs_per_launch) {
       const std::size_t nb = std::min<std::size_t>(cuda_detail::max_seqs_per_launch, batch.size() - c0);
       cuda_detail::step_args<TQ, TK> a{};
-      std::size_t nmax = 0;
-      for (const auto& r : batch) nmax = std::max(nmax, r.keys.tokens);
       for (std::size_t i = 0; i < nb; ++i) {
         const auto& r = batch[c0 + i];
         auto& s = a.seq[i];
@@ -381,10 +380,16 @@ struct cuda_policy {
   }
 
  private:
+  template <class R>
+  static std::size_t max_tokens(std::span<const R> batch) {
+    std::size_t n = 0;
+    for (const auto& r : batch) n = std::max(n, r.keys.tokens);
+    return n;
+  }
+
   template <class Est, class R>
   static cuda_detail::workspace_layout layout_of(std::span<const R> batch) {
-    std::size_t nmax = 0;
-    for (const auto& r : batch) nmax = std::max(nmax, r.keys.tokens);
+    const std::size_t nmax = max_tokens(batch);
     int L = 0;
     if constexpr (std::is_same_v<Est, estimator::lsh>)
       if (!batch.empty() && batch.front().index) L = batch.front().index->family().tables();
