@@ -19,15 +19,15 @@ timeout 60 "$C/lshattn_test_cuda" >"$O/tests.log" 2>&1
 echo "tests rc=$?" | tee -a "$O/tests.log"
 # Per-kernel times of the LSH step at 128K/b8 (ncu flushes caches between kernels).
 timeout 90 ncu --clock-control none --metrics gpu__time_duration.sum --launch-count 25 --print-summary per-kernel \
-  -k "regex:^(query_hash|select|attend|attend_mma|merge)_kernel$" "$C/cuda_decode_bench" 131072 \
+  -k "regex:^(query_hash|inclusion_table|select|attend|attend_mma|merge)_kernel$" "$C/cuda_decode_bench" 131072 \
   --benchmark_filter=lsh_step/128K/b8 >"$O/ncu.log" 2>&1
 timeout 200 "$C/cuda_decode_bench" >"$O/bench.log" 2>&1
 echo "bench rc=$?" | tee -a "$O/bench.log"
 timeout 50 python3 bench/cuda/torch_sdpa.py >"$O/torch.log" 2>&1
 echo "torch rc=$?" | tee -a "$O/torch.log"
-timeout 60 compute-sanitizer --tool memcheck --error-exitcode 9 "$C/lshattn_test_cuda" >"$O/memcheck.log" 2>&1
+timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 "$C/lshattn_test_cuda" >"$O/memcheck.log" 2>&1
 echo "memcheck rc=$?" | tee -a "$O/memcheck.log"
-timeout 60 compute-sanitizer --tool racecheck --error-exitcode 9 "$C/lshattn_test_cuda" -tce="*graph*" >"$O/racecheck.log" 2>&1
+timeout 200 compute-sanitizer --tool racecheck --error-exitcode 9 "$C/lshattn_test_cuda" -tce="*graph*" >"$O/racecheck.log" 2>&1
 echo "racecheck rc=$?" | tee -a "$O/racecheck.log"
 cat "$O/gpu.txt"; tail -n 25 "$O/tests.log"; grep -E "^  void|gpu__time" "$O/ncu.log"; grep -A20 "^summary" "$O/bench.log"; grep -E "build|copy" "$O/bench.log" | tail -3
 cat "$O/torch.log"; tail -n 4 "$O/memcheck.log" "$O/racecheck.log"
