@@ -9,7 +9,7 @@
 # the per-call limit). Binaries are built elsewhere and carried in .carry/cuda
 # (with libbenchmark and libcudart in .carry/cuda/lib). Logs go to $OUT (or
 # /tmp/lshattn-out). To prepare the carried folder:
-#   cmake -S . -B build-cuda -DLSHATTN_ENABLE_CUDA=ON -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc -DLSHATTN_BENCH=ON
+#   cmake -S . -B build-cuda -DLSHATTN_ENABLE_CUDA=ON -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc -DCMAKE_BUILD_TYPE=Release
 #   cmake --build build-cuda --target lshattn_test_cuda cuda_decode_bench -j2
 #   mkdir -p .carry/cuda/lib && cp build-cuda/tests/lshattn_test_cuda build-cuda/bench/cuda_decode_bench .carry/cuda/
 #   cp -L /lib/x86_64-linux-gnu/libbenchmark.so.1debian /usr/local/cuda/lib64/libcudart.so.13 .carry/cuda/lib/
