@@ -143,14 +143,8 @@ __global__ void __launch_bounds__(attend_mma_shape<D, G, TQ, T>::threads, attend
 
   const T* kb = s.k + kvh * s.k_head;
   const T* vb = s.v + kvh * s.v_head;
-  const std::uint32_t n = s.n, da = s.dense_a, db = s.dense_b, nd = da + (n - db);
-  const std::size_t slot = static_cast<std::size_t>(sq) * a.hk + kvh;
-  const std::uint32_t listed = a.lsh ? a.list_count[slot] : 0u;
-  const std::uint32_t* list = a.lists + slot * a.nmax;
-  const std::uint8_t* lmask = a.list_masks + slot * a.nmax;
-  const std::uint64_t total = static_cast<std::uint64_t>(nd) + listed;
-  const std::uint32_t p0 = static_cast<std::uint32_t>(total * split / a.splits);
-  const std::uint32_t p1 = static_cast<std::uint32_t>(total * (split + 1) / a.splits);
+  const attend_rows rows(a, sq, kvh, split);
+  const std::uint32_t p0 = rows.p0, p1 = rows.p1;
   const int ntiles = static_cast<int>((p1 - p0 + R - 1) / R);
   const int mine = ntiles > warp ? (ntiles - warp + W - 1) / W : 0;  // this warp's tiles: warp, warp + W, ...
 
@@ -162,18 +156,7 @@ __global__ void __launch_bounds__(attend_mma_shape<D, G, TQ, T>::threads, attend
     mask = 0;
     if (j < mine && lane < R) {
       const std::uint32_t p = p0 + static_cast<std::uint32_t>((warp + W * j) * R + lane);
-      if (p < p1) {
-        if (p < da) {
-          tok = p;
-          mask = all_heads;
-        } else if (p < nd) {
-          tok = db + (p - da);
-          mask = all_heads;
-        } else {
-          tok = list[p - nd];
-          mask = lmask[p - nd] | listed_bit;
-        }
-      }
+      if (p < p1) rows.at(p, all_heads, tok, mask);
     }
   };
   // Copies of tile j into stage j % ST (an empty group past the end keeps the wait count uniform).

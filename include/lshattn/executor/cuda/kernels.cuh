@@ -442,6 +442,48 @@ __device__ __forceinline__ void widen4(const T* p, float* out) {
 /// max that lets a NaN through (fmaxf would drop it), so a NaN key reaches its heads' outputs.
 __device__ __forceinline__ float nan_max(float x, float y) { return (x > y || x != x) ? x : y; }
 
+/// Row masks in the pipeline: bits 0..G-1 the heads that attend the row,
+/// bit 31 set for listed (sampled) rows, which carry the -ln u correction.
+inline constexpr std::uint32_t listed_bit = 0x80000000u;
+
+/// The rows one attention block reads: its split's share [p0, p1) of the
+/// request's positions, the exact tokens [0, dense_a) U [dense_b, n) first,
+/// then the KV head's union list (LSH).
+struct attend_rows {
+  std::uint32_t da, db, nd, p0, p1;
+  const std::uint32_t* list;
+  const std::uint8_t* lmask;
+
+  template <class TQ, class T>
+  __device__ attend_rows(const step_args<TQ, T>& a, int sq, int kvh, int split) {
+    const seq_desc<TQ, T>& s = a.seq[sq];
+    da = s.dense_a;
+    db = s.dense_b;
+    nd = da + (s.n - db);
+    const std::size_t slot = static_cast<std::size_t>(sq) * a.hk + kvh;
+    list = a.lists + slot * a.nmax;
+    lmask = a.list_masks + slot * a.nmax;
+    const std::uint64_t total = static_cast<std::uint64_t>(nd) + (a.lsh ? a.list_count[slot] : 0u);
+    p0 = static_cast<std::uint32_t>(total * split / a.splits);
+    p1 = static_cast<std::uint32_t>(total * (split + 1) / a.splits);
+  }
+
+  /// Token and row mask of position p (p0 <= p < p1): every head for an exact
+  /// token; the heads that sampled it, plus listed_bit, for a listed one.
+  __device__ void at(std::uint32_t p, std::uint32_t all_heads, std::uint32_t& tok, std::uint32_t& mask) const {
+    if (p < da) {
+      tok = p;
+      mask = all_heads;
+    } else if (p < nd) {
+      tok = db + (p - da);
+      mask = all_heads;
+    } else {
+      tok = list[p - nd];
+      mask = lmask[p - nd] | listed_bit;
+    }
+  }
+};
+
 /// Tiling of attend_kernel: tiles of 32 rows (one row per lane in the score
 /// phase), K and V tiles double buffered through a 2..4-stage cp.async pipeline.
 template <int D, int G, class T>
@@ -464,9 +506,6 @@ struct attend_shape {
   static_assert(G <= 8, "attend_kernel: GQA group of at most 8");
 };
 
-/// Row masks in the pipeline: bits 0..G-1 the heads that attend the row,
-/// bit 31 set for listed (sampled) rows, which carry the -ln u correction.
-inline constexpr std::uint32_t listed_bit = 0x80000000u;
 
 template <int D, int G, class TQ, class T>
 __global__ void __launch_bounds__(128) attend_kernel(const __grid_constant__ step_args<TQ, T> a) {
@@ -492,14 +531,8 @@ __global__ void __launch_bounds__(128) attend_kernel(const __grid_constant__ ste
 
   const T* kb = s.k + kvh * s.k_head;
   const T* vb = s.v + kvh * s.v_head;
-  const std::uint32_t n = s.n, da = s.dense_a, db = s.dense_b, nd = da + (n - db);
-  const std::size_t slot = static_cast<std::size_t>(sq) * a.hk + kvh;
-  const std::uint32_t listed = a.lsh ? a.list_count[slot] : 0u;
-  const std::uint32_t* list = a.lists + slot * a.nmax;
-  const std::uint8_t* lmask = a.list_masks + slot * a.nmax;
-  const std::uint64_t total = static_cast<std::uint64_t>(nd) + listed;
-  const std::uint32_t p0 = static_cast<std::uint32_t>(total * split / a.splits);
-  const std::uint32_t p1 = static_cast<std::uint32_t>(total * (split + 1) / a.splits);
+  const attend_rows rows(a, sq, kvh, split);
+  const std::uint32_t p0 = rows.p0, p1 = rows.p1;
   const int ntiles = static_cast<int>((p1 - p0 + R - 1) / R);
 
   // Issue the copies of tile t into stage t % ST (an empty group past the end,
@@ -514,18 +547,7 @@ __global__ void __launch_bounds__(128) attend_kernel(const __grid_constant__ ste
         const std::uint32_t p = p0 + static_cast<std::uint32_t>(t * R + r);
         const bool valid = p < p1;
         std::uint32_t tok = 0, mask = 0;
-        if (valid) {
-          if (p < da) {
-            tok = p;
-            mask = (1u << G) - 1u;
-          } else if (p < nd) {
-            tok = db + (p - da);
-            mask = (1u << G) - 1u;
-          } else {
-            tok = list[p - nd];
-            mask = lmask[p - nd] | listed_bit;
-          }
-        }
+        if (valid) rows.at(p, (1u << G) - 1u, tok, mask);
         const int phys = (r * CH + (col ^ (r & 7))) * VEC;
         cp_async16(kt + phys, kb + static_cast<std::size_t>(tok) * s.k_tok + col * VEC, valid);
         cp_async16(vt + phys, vb + static_cast<std::size_t>(tok) * s.v_tok + col * VEC, valid);
