@@ -144,6 +144,36 @@ void launch_attend_merge(const step_args<TQ, T>& a, cudaStream_t stream) {
   LSHATTN_CUDA_LAUNCHED("merge_kernel");
 }
 
+/// select_kernel over `parts` token chunks of every (request, KV head):
+/// clustered, a cluster of G blocks (a query head each) per chunk; otherwise
+/// one block of all G heads per chunk.
+template <class TQ, class T>
+void launch_select(const step_args<TQ, T>& a, std::size_t parts, bool clustered, cudaStream_t stream) {
+  const std::size_t smem = select_smem_bytes(clustered ? 1 : a.group, a.m, a.L, a.chunk);
+  if (clustered) {
+    auto* kernel = select_kernel<TQ, T, true>;
+    allow_shared_bytes(kernel, smem);
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>(parts * a.group), a.hk, a.nseq);
+    cfg.blockDim = dim3(select_threads);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = static_cast<unsigned>(a.group);
+    attr.val.clusterDim.y = 1;
+    attr.val.clusterDim.z = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    LSHATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a));
+  } else {
+    auto* kernel = select_kernel<TQ, T, false>;
+    allow_shared_bytes(kernel, smem);
+    kernel<<<dim3(static_cast<unsigned>(parts), a.hk, a.nseq), select_threads, smem, stream>>>(a);
+  }
+  LSHATTN_CUDA_LAUNCHED("select_kernel");
+}
+
 /// Whether the step's attention runs on the tensor cores (attend_mma.cuh:
 /// bf16 caches) or on the SIMT kernel (every element type).
 template <class T>
@@ -309,7 +339,10 @@ struct cuda_policy {
         const auto chunk_max = [&](int heads) {  // tokens whose planes fit select_plane_bytes
           return std::max<std::size_t>(32, cuda_detail::select_plane_bytes * 8 / (static_cast<std::size_t>(heads) * a.m) / 32 * 32);
         };
-        const auto parts_of = [&](int heads) { return std::max<std::size_t>(1, (span + chunk_max(heads) - 1) / chunk_max(heads)); };
+        const auto parts_of = [&](int heads) {
+          const std::size_t c = chunk_max(heads);
+          return std::max<std::size_t>(1, (span + c - 1) / c);
+        };
         // Clusters pay when the one-block-per-group grid leaves SMs idle
         // (they give G times the blocks, each a G-th of the walk) and the
         // clustered grid still has no more blocks than SMs (measured at
@@ -319,31 +352,7 @@ struct cuda_policy {
         const int heads = clustered ? 1 : a.group;
         const std::size_t parts = parts_of(heads);
         a.chunk = static_cast<std::uint32_t>(((span + parts - 1) / parts + 31) / 32 * 32);
-        if (span) {
-          const std::size_t smem = cuda_detail::select_smem_bytes(heads, a.m, a.L, a.chunk);
-          if (clustered) {
-            auto* kernel = cuda_detail::select_kernel<TQ, TK, true>;
-            cuda_detail::allow_shared_bytes(kernel, smem);
-            cudaLaunchConfig_t cfg{};
-            cfg.gridDim = dim3(static_cast<unsigned>(parts * a.group), a.hk, a.nseq);
-            cfg.blockDim = dim3(cuda_detail::select_threads);
-            cfg.dynamicSmemBytes = smem;
-            cfg.stream = stream;
-            cudaLaunchAttribute attr{};
-            attr.id = cudaLaunchAttributeClusterDimension;
-            attr.val.clusterDim.x = static_cast<unsigned>(a.group);
-            attr.val.clusterDim.y = 1;
-            attr.val.clusterDim.z = 1;
-            cfg.attrs = &attr;
-            cfg.numAttrs = 1;
-            LSHATTN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a));
-          } else {
-            auto* kernel = cuda_detail::select_kernel<TQ, TK, false>;
-            cuda_detail::allow_shared_bytes(kernel, smem);
-            kernel<<<dim3(static_cast<unsigned>(parts), a.hk, a.nseq), cuda_detail::select_threads, smem, stream>>>(a);
-          }
-          LSHATTN_CUDA_LAUNCHED("select_kernel");
-        }
+        if (span) cuda_detail::launch_select(a, parts, clustered, stream);
       }
       if (d == 64) cuda_detail::dispatch_group<64>(a, tc, stream);
       else cuda_detail::dispatch_group<128>(a, tc, stream);
