@@ -1,6 +1,7 @@
 #pragma once
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include <Eigen/Core>
@@ -55,10 +56,10 @@ struct lsh {
         double dot = 0.0, kn = 0.0;
         centred_dot(q, ctx.keys.row(id), mean, d, dot, kn);
         const double c = collision::cosine(dot, qn, std::sqrt(kn));
-        const double u = collision::inclusion_probability(index.family().table_collision_probability(c), L, threshold);
         // A retrieved key has u > 0 in exact arithmetic; the floor keeps a
         // rounding-level cosine of -1 from turning into an infinite weight.
-        out.log_pi[h * out.ids.size() + j_out] = std::log(std::max(u, std::numeric_limits<double>::min()));
+        out.log_pi[h * out.ids.size() + j_out] =
+            collision::log_inclusion_probability_at(c, index.family().bits(), L, threshold);
       }
     }
   }

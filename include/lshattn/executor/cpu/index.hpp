@@ -689,9 +689,7 @@ class cpu_index {
   }
   static double exact_lnu(double c, const void* self) {
     const auto* idx = static_cast<const cpu_index*>(self);
-    const double u = collision::inclusion_probability(idx->family_.table_collision_probability(c),
-                                                      idx->family_.tables(), idx->m_);
-    return std::log(std::max(u, std::numeric_limits<double>::min()));
+    return collision::log_inclusion_probability_at(c, idx->family_.bits(), idx->family_.tables(), idx->m_);
   }
 
  public:

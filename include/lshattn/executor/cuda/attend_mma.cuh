@@ -290,7 +290,7 @@ __global__ void __launch_bounds__(attend_mma_shape<D, G, TQ, T>::threads, attend
           sc[i] = dot[i] * a.scale;
           if (m4[i] & listed_bit) {
             const float den = qn * sqrtf(xr[i]);
-            sc[i] -= inclusion_lookup(den > 0.0f ? (dot[i] - qm) / den : 0.0f, a.inc_table, a.K, a.L, a.m, a.log_c_m);
+            sc[i] -= inclusion_lookup(den > 0.0f ? (dot[i] - qm) / den : 0.0f, a.inc_table, a.K, a.L, a.m);
           }
         }
       }

@@ -118,14 +118,6 @@ inline int device_sm_count() {
   return sms;
 }
 
-inline double log_choose(int n, int k) {
-  if (k < 0 || k > n) return -INFINITY;
-  k = std::min(k, n - k);
-  double s = 0.0;
-  for (int i = 0; i < k; ++i) s += std::log(static_cast<double>(n - i) / static_cast<double>(i + 1));
-  return s;
-}
-
 /// Opts a kernel into more than 48 KB of dynamic shared memory (a host-side
 /// attribute, allowed while a stream is being captured).
 template <class F>
@@ -320,7 +312,6 @@ struct cuda_policy {
         a.L = ix.family().tables();
         a.B = static_cast<int>(ix.family().buckets());
         a.m = est.m > 0 ? est.m : ix.threshold();
-        a.log_c_m = cuda_detail::log_choose(a.L, a.m);
         constexpr int hb = cuda_detail::hash_heads_per_block;
         const int tpb = std::max(1, 256 / a.K);
         const std::size_t hsmem = hb * d * 4 + hb * static_cast<std::size_t>(tpb * a.K);
@@ -328,7 +319,7 @@ struct cuda_policy {
         cuda_detail::query_hash_kernel<TQ, TK><<<hgrid, 256, hsmem, stream>>>(a, tpb);
         LSHATTN_CUDA_LAUNCHED("query_hash_kernel");
         cuda_detail::inclusion_table_kernel<><<<(cuda_detail::inclusion_table_size + 3 + 255) / 256, 256, 0, stream>>>(
-            a.inc_table, a.K, a.L, a.m, a.log_c_m);
+            a.inc_table, a.K, a.L, a.m);
         LSHATTN_CUDA_LAUNCHED("inclusion_table_kernel");
         // Token chunks whose m bit planes per block fit 96 KB of shared
         // memory (two blocks per SM); every chunk block reads the whole

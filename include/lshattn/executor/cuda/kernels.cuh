@@ -33,6 +33,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "lshattn/collision/inclusion.hpp"
 #include "lshattn/executor/cuda/common.cuh"
 #include "lshattn/executor/cuda/hash.cuh"
 #include "lshattn/executor/cuda/index.cuh"
@@ -68,7 +69,6 @@ struct step_args {
   float scale;
   float lse_factor;  // 1 for natural log, 1/ln 2 for base 2
   bool lsh;
-  double log_c_m;            // ln C(L, m)
   std::size_t nmax;          // token slots per (request, KV head) in the lists
   std::uint32_t chunk;       // tokens per select_kernel block (a multiple of 32)
   std::uint32_t* qcodes;     // [seq][hq][L]
@@ -342,52 +342,23 @@ __global__ void __launch_bounds__(select_threads) select_kernel(const __grid_con
   }
 }
 
-/// ln u for a key at angle theta from the query: u = P(Binomial(L, p) >= m),
-/// p = (1 - theta/pi)^K, in F arithmetic. Where u >= 0.01, u = 1 - (the m
-/// terms below m): relative error ~eps / u. Below, the upper tail is summed in
-/// the log domain relative to its first term, so nothing underflows. Floored
-/// at ln DBL_MIN like estimator::lsh.
-template <class F>
-LSHATTN_HOST_DEVICE F log_inclusion_theta(F theta, int K, int L, int m, F log_c_m) {
-  using std::exp, std::fmax, std::fmin, std::log, std::log1p;
-  const F ln_dbl_min = F(-708.396418532264);
-  const F P = F(1) - theta * F(0.318309886183790672);  // 1 / pi
-  if (!(P > F(0))) return ln_dbl_min;
-  const F lp = static_cast<F>(K) * log(P);  // ln p
-  if (lp >= F(0)) return F(0);
-  const F p = exp(lp), lq = log1p(-p);
-  F lower = F(0), lc = F(0);  // sum_{j < m} C(L, j) p^j q^(L - j); lc = ln C(L, j)
-  for (int j = 0; j < m; ++j) {
-    lower += exp(lc + static_cast<F>(j) * lp + static_cast<F>(L - j) * lq);
-    lc += log(static_cast<F>(L - j) / static_cast<F>(j + 1));
-  }
-  if (F(1) - lower >= F(0.01)) return log(F(1) - lower);
-  const F ratio = p / (F(1) - p);
-  F term = F(1), sum = F(0);  // terms relative to the j = m one
-  for (int j = m; j <= L && term > sum * F(1e-8); ++j) {
-    sum += term;
-    term *= static_cast<F>(L - j) / static_cast<F>(j + 1) * ratio;
-  }
-  const F lu = log_c_m + static_cast<F>(m) * lp + static_cast<F>(L - m) * lq + log(sum);
-  return fmax(fmin(lu, F(0)), ln_dbl_min);
-}
-
 /// ln u at cosine c = -1 + 2 (i - 1) / N for i = 0..N+2 (clamped to [-1, 1]),
-/// in double, so that attention can interpolate it (inclusion_lookup). The
+/// in double (collision::log_inclusion_probability_at, the reference's ln u),
+/// so that attention can interpolate it (inclusion_lookup). The
 /// table is over the cosine, not the angle: a float acos alone errs by an ulp
 /// of the angle, ~1e-5 in ln u where ln u is steep.
 inline constexpr int inclusion_table_size = 4096;  // N: intervals over [-1, 1]
 
-LSHATTN_HOST_DEVICE float inclusion_table_entry(int i, int K, int L, int m, double log_c_m) {
+LSHATTN_HOST_DEVICE float inclusion_table_entry(int i, int K, int L, int m) {
   double c = -1.0 + 2.0 * static_cast<double>(i - 1) / inclusion_table_size;
   c = c < -1.0 ? -1.0 : c > 1.0 ? 1.0 : c;
-  return static_cast<float>(log_inclusion_theta<double>(acos(c), K, L, m, log_c_m));
+  return static_cast<float>(collision::log_inclusion_probability_at(c, K, L, m));
 }
 
 template <int Unused = 0>
-__global__ void inclusion_table_kernel(float* table, int K, int L, int m, double log_c_m) {
+__global__ void inclusion_table_kernel(float* table, int K, int L, int m) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i <= inclusion_table_size + 2) table[i] = inclusion_table_entry(i, K, L, m, log_c_m);
+  if (i <= inclusion_table_size + 2) table[i] = inclusion_table_entry(i, K, L, m);
 }
 
 /// ln u for a key at cosine c. Linear interpolation of the double-precision
@@ -399,7 +370,7 @@ __global__ void inclusion_table_kernel(float* table, int K, int L, int m, double
 /// c -> -1, and the sqrt-like corner at c -> 1 when it is not flat) the
 /// formula in double. The table replaces ~200 divergent instructions
 /// (transcendentals and a tail loop) by four cached loads.
-LSHATTN_HOST_DEVICE float inclusion_lookup(float c, const float* table, int K, int L, int m, double log_c_m) {
+LSHATTN_HOST_DEVICE float inclusion_lookup(float c, const float* table, int K, int L, int m) {
   constexpr int N = inclusion_table_size;
   c = fminf(1.0f, fmaxf(-1.0f, c));
   const float x = (c + 1.0f) * (0.5f * N);
@@ -408,7 +379,7 @@ LSHATTN_HOST_DEVICE float inclusion_lookup(float c, const float* table, int K, i
   const float f0 = table[i], f1 = table[i + 1], f2 = table[i + 2], f3 = table[i + 3];
   const float d1 = f0 - 2.0f * f1 + f2, d2 = f1 - 2.0f * f2 + f3;
   if (fmaxf(fabsf(d1), fabsf(d2)) <= 3e-5f) return fmaf(t, f2 - f1, f1);
-  return static_cast<float>(log_inclusion_theta<double>(acos(static_cast<double>(c)), K, L, m, log_c_m));
+  return static_cast<float>(collision::log_inclusion_probability_at(c, K, L, m));
 }
 
 /// 16-byte asynchronous copy global -> shared (cp.async, L2 only: the rows are
@@ -628,7 +599,7 @@ __global__ void __launch_bounds__(128) attend_kernel(const __grid_constant__ ste
         sc = dot * a.scale;
         if (is_listed) {
           const float den = qn[k] * sqrtf(xc2);
-          sc -= inclusion_lookup(den > 0.0f ? (dot - qm[k]) / den : 0.0f, a.inc_table, a.K, a.L, a.m, a.log_c_m);
+          sc -= inclusion_lookup(den > 0.0f ? (dot - qm[k]) / den : 0.0f, a.inc_table, a.K, a.L, a.m);
         }
       }
       float tmax = sc;
