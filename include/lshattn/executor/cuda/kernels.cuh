@@ -101,9 +101,7 @@ __global__ void __launch_bounds__(256) query_hash_kernel(const __grid_constant__
     double acc[HB], mag[HB];
 #pragma unroll
     for (int h = 0; h < HB; ++h) acc[h] = mag[h] = 0.0;
-    // 16 columns' loads in flight per thread: the loop is bound by their
-    // latency (each j is another cache line), not by its fp64 work.
-#pragma unroll 16
+#pragma unroll 4
     for (int j = 0; j < d; ++j) {
       const double w = static_cast<double>(s.idx.planes_t[static_cast<std::size_t>(j) * P + p]);
 #pragma unroll
