@@ -510,6 +510,10 @@ struct attend_rows {
       mask = lmask[p - nd] | listed_bit;
     }
   }
+  /// |key - mean| of an indexed token (index.cuh's norms).
+  __device__ static float norm(const index_view& idx, int kvh, std::uint32_t tok) {
+    return idx.knorm[static_cast<std::size_t>(kvh) * idx.cap + (tok - idx.begin)];
+  }
 };
 
 /// Tiling of attend_kernel: tiles of 32 rows (one row per lane in the score
@@ -528,7 +532,7 @@ struct attend_shape {
   static constexpr int row_sets = threads / dim_groups;    // rows of a tile split over this many threads
   static_assert(threads % dim_groups == 0 && rows % row_sets == 0, "attend_kernel: head_dim 32..128");
   static constexpr std::size_t smem_bytes =
-      static_cast<std::size_t>(stages) * 2 * tile_bytes + (G * D + D + G * rows + G + 2 * G) * 4 + stages * rows * 4;
+      static_cast<std::size_t>(stages) * 2 * tile_bytes + (G * D + D + G * rows + G + 2 * G) * 4 + 2 * stages * rows * 4;
   static_assert(row_sets * G * D * 4 <= stages * 2 * tile_bytes, "attend_kernel: the final reduction reuses the tiles' space");
   static_assert(chunks >= 8 && chunks % 8 == 0, "attend_kernel: a row must span a multiple of 128 bytes");
   static_assert(G <= 8, "attend_kernel: GQA group of at most 8");
@@ -548,6 +552,7 @@ __global__ void __launch_bounds__(128) attend_kernel(const __grid_constant__ ste
   float* scl = ps + G * R;  // [G] rescale of the running output for the current tile
   float* fin = scl + G;     // [2][G] final max and sum
   std::uint32_t* masks = reinterpret_cast<std::uint32_t*>(fin + 2 * G);  // [ST][R]
+  float* nrs = reinterpret_cast<float*>(masks + ST * R);                 // [ST][R] |key - mean| of listed rows
   float* osum = reinterpret_cast<float*>(smem);  // [RS][G][D] row-set partial outputs, over the tiles once done
 
   const int split = blockIdx.x, kvh = blockIdx.y, sq = blockIdx.z;
@@ -579,7 +584,10 @@ __global__ void __launch_bounds__(128) attend_kernel(const __grid_constant__ ste
         const int phys = (r * CH + (col ^ (r & 7))) * VEC;
         cp_async16(kt + phys, kb + static_cast<std::size_t>(tok) * s.k_tok + col * VEC, valid);
         cp_async16(vt + phys, vb + static_cast<std::size_t>(tok) * s.v_tok + col * VEC, valid);
-        if (col == 0) masks[st * R + r] = mask;
+        if (col == 0) {
+          masks[st * R + r] = mask;
+          nrs[st * R + r] = mask & listed_bit ? attend_rows::norm(s.idx, kvh, tok) : 0.0f;
+        }
       }
     }
     cp_async_commit();
@@ -635,7 +643,7 @@ __global__ void __launch_bounds__(128) attend_kernel(const __grid_constant__ ste
       const int r = lane;
       const std::uint32_t mk = masks[st * R + r];
       const bool is_listed = (mk & listed_bit) != 0u, in = ((mk >> h) & 1u) != 0u;
-      float dot = 0.0f, xc2 = 0.0f;
+      float dot = 0.0f;
 #pragma unroll 4
       for (int c = 0; c < CH; ++c) {
         float kf[VEC];
@@ -643,19 +651,12 @@ __global__ void __launch_bounds__(128) attend_kernel(const __grid_constant__ ste
         const float* qq = qs + h * D + c * VEC;
 #pragma unroll
         for (int i = 0; i < VEC; ++i) dot = fmaf(qq[i], kf[i], dot);
-        if (is_listed) {
-#pragma unroll
-          for (int i = 0; i < VEC; ++i) {
-            const float x = kf[i] - ms[c * VEC + i];  // the centred key, rounded as the index hashed it
-            xc2 = fmaf(x, x, xc2);
-          }
-        }
       }
       float sc = -INFINITY;
       if (in) {
         sc = dot * a.scale;
         if (is_listed) {
-          const float den = qn[k] * sqrtf(xc2);
+          const float den = qn[k] * nrs[st * R + r];
           sc -= inclusion_lookup(den > 0.0f ? (dot - qm[k]) / den : 0.0f, a.inc_table, a.K, a.L, a.m);
         }
       }
