@@ -489,6 +489,9 @@ void compare_lsh(batch_fixture<TQ, T>& f, const lsh_params& lp) {
   }
   cuda_workspace ws(cuda.workspace_bytes_for(nb, f.hq, f.hk, f.d, nmax, lp.L, true));
   compare(f, estimator::lsh{}, p, hp, dp, ws);
+  // An m other than the index's: ln u from a table the step builds in the
+  // workspace instead of the index's own.
+  compare(f, estimator::lsh{lp.m > 1 ? lp.m - 1 : lp.m + 1}, p, hp, dp, ws);
 }
 
 TEST_CASE("cuda decode, estimator::lsh: groups of 8 and 2, float and fp16, head_dim 64, a cache counted in chunks") {

@@ -289,7 +289,7 @@ struct cuda_policy {
       a.nmax = nmax;
       a.qcodes = reinterpret_cast<std::uint32_t*>(ws + lay.qcodes);
       a.list_masks = ws + lay.list_masks;
-      a.inc_table = reinterpret_cast<float*>(ws + lay.inc_table);
+
       a.lists = reinterpret_cast<std::uint32_t*>(ws + lay.lists);
       a.list_count = reinterpret_cast<std::uint32_t*>(ws + lay.list_count);
       a.stats = reinterpret_cast<unsigned long long*>(ws + lay.stats);
@@ -314,9 +314,15 @@ struct cuda_policy {
         a.m = est.m > 0 ? est.m : ix.threshold();
         cuda_detail::launch_query_hash(a, stream);
         LSHATTN_CUDA_LAUNCHED("query_hash_kernel");
-        cuda_detail::inclusion_table_kernel<><<<(cuda_detail::inclusion_table_size + 3 + 255) / 256, 256, 0, stream>>>(
-            a.inc_table, a.K, a.L, a.m);
-        LSHATTN_CUDA_LAUNCHED("inclusion_table_kernel");
+        // ln u: the index's table when the estimator keeps the index's m
+        // (built once, with the index), else one built here in the workspace.
+        a.inc_table = a.m == ix.threshold() ? ix.inclusion_table() : nullptr;
+        if (!a.inc_table) {
+          float* t = reinterpret_cast<float*>(ws + lay.inc_table);
+          cuda_detail::launch_inclusion_table(t, a.K, a.L, a.m, stream);
+          LSHATTN_CUDA_LAUNCHED("inclusion_table_kernel");
+          a.inc_table = t;
+        }
         // Token chunks whose m bit planes per block fit 96 KB of shared
         // memory (two blocks per SM); every chunk block reads the whole
         // buckets (ids in a bucket are unordered) and counts its own ids.

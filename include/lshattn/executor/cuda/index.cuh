@@ -34,6 +34,7 @@
 #include "lshattn/core/view.hpp"
 #include "lshattn/executor/cuda/common.cuh"
 #include "lshattn/executor/cuda/hash.cuh"
+#include "lshattn/executor/cuda/inclusion_table.cuh"
 #include "lshattn/index/common.hpp"
 
 namespace lshattn {
@@ -190,6 +191,10 @@ class cuda_lsh_index {
     return ids_.size() * 4 + codes_.size() * 2 + norms_.size() * 4 + offsets_.size() * 4 + means_.size() * 4;
   }
 
+  /// ln u over the cosine for this index's K, L and m (inclusion_table.cuh),
+  /// built by build(); null before.
+  [[nodiscard]] const float* inclusion_table() const noexcept { return built_ ? inc_table_.data() : nullptr; }
+
   /// Make room for `tokens` indexed tokens (allocates; keeps the content).
   void reserve(std::size_t tokens) {
     if (tokens <= cap_) return;
@@ -234,6 +239,11 @@ class cuda_lsh_index {
     cuda_detail::mean_finish_kernel<><<<static_cast<unsigned>(heads_), static_cast<unsigned>(d), 0, stream>>>(
         chunk_sums_.data(), chunks, static_cast<int>(d), n, means_.data());
     LSHATTN_CUDA_LAUNCHED("mean_finish_kernel");
+    if (inc_table_.size() == 0) {
+      inc_table_.reset(cuda_detail::inclusion_table_size + 3);
+      cuda_detail::launch_inclusion_table(inc_table_.data(), family().bits(), family().tables(), m_, stream);
+      LSHATTN_CUDA_LAUNCHED("inclusion_table_kernel");
+    }
     begin_ = begin;
     end_ = csr_end_ = begin;  // the hash below fills codes; sort() sets csr_end_
     hash_into_codes(keys, begin, end, stream);
@@ -339,6 +349,7 @@ class cuda_lsh_index {
   cuda_detail::device_buffer<std::uint32_t> offsets_, ids_;
   cuda_detail::device_buffer<std::uint16_t> codes_;
   cuda_detail::device_buffer<float> norms_;
+  cuda_detail::device_buffer<float> inc_table_;
   cuda_detail::device_buffer<double> chunk_sums_;
 };
 

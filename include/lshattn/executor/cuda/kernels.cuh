@@ -74,41 +74,70 @@ struct step_args {
   std::uint32_t* qcodes;     // [seq][hq][L]
   std::uint32_t* lists;      // [seq][hk][nmax]: the union list, tokens
   std::uint8_t* list_masks;  // [seq][hk][nmax]: bit h set when query head h of the group sampled the listed token
-  float* inc_table;          // [inclusion_table_size + 3]: ln u over the angle (inclusion_table_kernel)
+  const float* inc_table;    // [inclusion_table_size + 3]: ln u over the cosine (inclusion_table.cuh)
   std::uint32_t* list_count; // [seq][hk]
   unsigned long long* stats; // [seq][2]: union keys, sampled (head, key) pairs
   float* partials;           // [seq][hq][splits][d + 1]
 };
 
-/// Heads per query_hash_kernel thread (8 fp32 accumulators in registers) and
-/// threads per block.
-inline constexpr int hash_heads_per_block = 8;
-inline constexpr int query_hash_threads = 128;
+/// 16-byte asynchronous copy global -> shared (cp.async, L2 only: the rows are
+/// streamed once); valid = false zero-fills the destination and reads nothing.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
 
-/// Grid (table blocks, requests, head groups of 8). Thread p of a block owns
-/// hyperplane p of its tables and computes its dot with 8 query heads in fp32
-/// (the plane's column is read once per j for all 8; the queries sit
-/// transposed in shared memory, so one j is two 16-byte broadcasts). A bit is
-/// certified when the fp32 value is farther from 0 than Higham's bound for
-/// an FMA recursion, gamma_d sum |q_j w_j| <= gamma_d |q| |w| (Accuracy and
+/// Heads per query_hash_kernel thread (fp32 accumulators in registers),
+/// threads per block, and the shared-memory budget for a block's planes.
+inline constexpr int hash_heads_per_block = 16;
+inline constexpr int query_hash_threads = 128;
+inline constexpr std::size_t query_hash_plane_bytes = 64 * 1024;
+
+/// 4-byte asynchronous copy global -> shared (cp.async; any alignment of 4).
+__device__ __forceinline__ void cp_async4(void* smem, const void* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(gmem));
+}
+
+/// Grid (table blocks, requests, head groups of 16). A block first copies its
+/// tables' hyperplanes into shared memory with every load in flight at once
+/// (loading them column by column from global memory kept the kernel
+/// latency-bound: 21 us at 128K/b8 on the H200), then thread p computes the
+/// dots of plane p with 16 query heads in fp32 (the queries transposed in
+/// shared memory: one j is four 16-byte broadcasts). A bit is certified when
+/// the fp32 value is farther from 0 than Higham's bound for an FMA
+/// recursion, gamma_d sum |q_j w_j| <= gamma_d |q| |w| (Accuracy and
 /// Stability of Numerical Algorithms, eq. 3.5, with Cauchy-Schwarz); |q| is
 /// a float64 sum, |w| an fp32 sum of squares whose own error (at most
 /// gamma_d |w|^2) is covered by dividing by 1 - gamma_d. On N(0, I) data
 /// about 1e-4 of the dots fail it; those are recomputed in float64 (exact
-/// products) with hash.cuh's certificate and exact fallback. The fp64-only
-/// version this replaces was latency-bound at 37 us for 8 x 32 heads (ncu:
-/// 0.28 instructions per scheduler cycle, 2.9 warps per scheduler).
+/// products) with hash.cuh's certificate and exact fallback. (The float64
+/// kernel this replaces took 37 us, ncu: 0.28 instructions issued per
+/// scheduler cycle, 18% achieved occupancy.)
 template <class TQ, class T>
 __global__ void __launch_bounds__(query_hash_threads) query_hash_kernel(const __grid_constant__ step_args<TQ, T> a,
                                                                         int tables_per_block) {
   constexpr int HB = hash_heads_per_block;
-  extern __shared__ float4 qs4[];  // [d][HB] floats (transposed queries), [HB] doubles (norms), [HB][planes] bits
-  float* qt = reinterpret_cast<float*>(qs4);
-  double* qnorm = reinterpret_cast<double*>(qt + HB * a.d);
-  unsigned char* bits = reinterpret_cast<unsigned char*>(qnorm + HB);
+  // [d][HB] floats (transposed queries), [HB] doubles (norms), [d][planes] floats, [HB][planes] bits
+  extern __shared__ float4 qs4[];
   const seq_desc<TQ, T>& s = a.seq[blockIdx.y];
   const int d = a.d, K = a.K, L = a.L, P = K * L, h0 = blockIdx.z * HB, nh = min(HB, a.hq - h0);
   const int l0 = blockIdx.x * tables_per_block, nt = min(tables_per_block, L - l0), pb = nt * K;
+  const int pstride = tables_per_block * K;
+  float* qt = reinterpret_cast<float*>(qs4);
+  double* qnorm = reinterpret_cast<double*>(qt + HB * d);
+  float* wt = reinterpret_cast<float*>(qnorm + HB);
+  unsigned char* bits = reinterpret_cast<unsigned char*>(wt + static_cast<std::size_t>(d) * pstride);
+  for (int e = threadIdx.x; e < d * pb; e += blockDim.x) {
+    const int j = e / pb, pp = e % pb;
+    cp_async4(wt + j * pstride + pp, s.idx.planes_t + static_cast<std::size_t>(j) * P + l0 * K + pp);
+  }
+  cp_async_commit();
   for (int e = threadIdx.x; e < HB * d; e += blockDim.x) {
     const int h = e / d, j = e % d;  // heads past nh are zero rows: their bits are never stored
     qt[j * HB + h] = h < nh ? to_float(s.q[(h0 + h) * s.q_stride + j]) : 0.0f;
@@ -124,26 +153,25 @@ __global__ void __launch_bounds__(query_hash_threads) query_hash_kernel(const __
       if (lane == 0) qnorm[h] = sqrt(n2);
     }
   }
+  cp_async_wait<0>();
   __syncthreads();
   const double gamma = 0x1p-24 * (d + 2) / (1.0 - 0x1p-24 * (d + 2));
   for (int pp = threadIdx.x; pp < pb; pp += blockDim.x) {
-    const int p = l0 * K + pp;
-    const float* w = s.idx.planes_t + p;
+    const float* w = wt + pp;
     float acc[HB], w2 = 0.0f;
 #pragma unroll
     for (int h = 0; h < HB; ++h) acc[h] = 0.0f;
-#pragma unroll 8
+#pragma unroll 4
     for (int j = 0; j < d; ++j) {
-      const float wj = w[static_cast<std::size_t>(j) * P];
-      const float4 lo = qs4[j * 2], hi = qs4[j * 2 + 1];
-      acc[0] = fmaf(lo.x, wj, acc[0]);
-      acc[1] = fmaf(lo.y, wj, acc[1]);
-      acc[2] = fmaf(lo.z, wj, acc[2]);
-      acc[3] = fmaf(lo.w, wj, acc[3]);
-      acc[4] = fmaf(hi.x, wj, acc[4]);
-      acc[5] = fmaf(hi.y, wj, acc[5]);
-      acc[6] = fmaf(hi.z, wj, acc[6]);
-      acc[7] = fmaf(hi.w, wj, acc[7]);
+      const float wj = w[j * pstride];
+#pragma unroll
+      for (int q = 0; q < HB / 4; ++q) {
+        const float4 x = qs4[j * (HB / 4) + q];
+        acc[4 * q] = fmaf(x.x, wj, acc[4 * q]);
+        acc[4 * q + 1] = fmaf(x.y, wj, acc[4 * q + 1]);
+        acc[4 * q + 2] = fmaf(x.z, wj, acc[4 * q + 2]);
+        acc[4 * q + 3] = fmaf(x.w, wj, acc[4 * q + 3]);
+      }
       w2 = fmaf(wj, wj, w2);
     }
     const double wnorm = sqrt(static_cast<double>(w2) / (1.0 - gamma)) * 1.0001;  // margin for the sqrt's rounding
@@ -157,13 +185,12 @@ __global__ void __launch_bounds__(query_hash_threads) query_hash_kernel(const __
       } else {  // rare: float64 with exact products, then exactly
         double s64 = 0.0, mag = 0.0;
         for (int j = 0; j < d; ++j) {
-          const double v = static_cast<double>(qt[j * HB + h]) * w[static_cast<std::size_t>(j) * P];
+          const double v = static_cast<double>(qt[j * HB + h]) * w[j * pstride];
           s64 += v;
           mag += fabs(v);
         }
         bit = certified_positive(
-            s64, mag, d, [&](int j) { return qt[j * HB + h]; },
-            [&](int j) { return w[static_cast<std::size_t>(j) * P]; });
+            s64, mag, d, [&](int j) { return qt[j * HB + h]; }, [&](int j) { return w[j * pstride]; });
       }
       bits[h * pb + pp] = bit ? 1 : 0;
     }
@@ -182,10 +209,16 @@ __global__ void __launch_bounds__(query_hash_threads) query_hash_kernel(const __
 template <class TQ, class T>
 inline void launch_query_hash(const step_args<TQ, T>& a, cudaStream_t stream) {
   constexpr int hb = hash_heads_per_block, ht = query_hash_threads;
-  const int tpb = a.K >= ht ? 1 : ht / a.K;
-  const std::size_t smem = hb * static_cast<std::size_t>(a.d) * 4 + hb * 8 + hb * static_cast<std::size_t>(tpb * a.K);
+  const std::size_t col = static_cast<std::size_t>(a.d) * a.K * 4;  // one table's planes
+  int tpb = a.K >= ht ? 1 : ht / a.K;
+  tpb = static_cast<int>(std::max<std::size_t>(1, std::min<std::size_t>(tpb, query_hash_plane_bytes / col)));
+  const std::size_t smem = hb * static_cast<std::size_t>(a.d) * 4 + hb * 8 + col * tpb +
+                           hb * static_cast<std::size_t>(tpb * a.K);
+  auto* kernel = query_hash_kernel<TQ, T>;
+  if (smem > 48 * 1024)
+    LSHATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   const dim3 grid((a.L + tpb - 1) / tpb, a.nseq, static_cast<unsigned>((a.hq + hb - 1) / hb));
-  query_hash_kernel<TQ, T><<<grid, ht, smem, stream>>>(a, tpb);
+  kernel<<<grid, ht, smem, stream>>>(a, tpb);
 }
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -399,57 +432,6 @@ __global__ void __launch_bounds__(select_threads) select_kernel(const __grid_con
   }
 }
 
-/// ln u at cosine c = -1 + 2 (i - 1) / N for i = 0..N+2 (clamped to [-1, 1]),
-/// in double (collision::log_inclusion_probability_at, the reference's ln u),
-/// so that attention can interpolate it (inclusion_lookup). The
-/// table is over the cosine, not the angle: a float acos alone errs by an ulp
-/// of the angle, ~1e-5 in ln u where ln u is steep.
-inline constexpr int inclusion_table_size = 4096;  // N: intervals over [-1, 1]
-
-LSHATTN_HOST_DEVICE float inclusion_table_entry(int i, int K, int L, int m) {
-  double c = -1.0 + 2.0 * static_cast<double>(i - 1) / inclusion_table_size;
-  c = c < -1.0 ? -1.0 : c > 1.0 ? 1.0 : c;
-  return static_cast<float>(collision::log_inclusion_probability_at(c, K, L, m));
-}
-
-template <int Unused = 0>
-__global__ void inclusion_table_kernel(float* table, int K, int L, int m) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i <= inclusion_table_size + 2) table[i] = inclusion_table_entry(i, K, L, m);
-}
-
-/// ln u for a key at cosine c. Linear interpolation of the double-precision
-/// table where it is certified: its error on a segment is at most h^2/8 times
-/// |f''| there, and the table's second differences around the segment (h^2
-/// f'' at nearby points) stay below 3e-5, so the error is a few 1e-6 plus the
-/// float entries' rounding (host test: <= 2e-5 against
-/// collision::inclusion_probability_at). Elsewhere (ln u curving fast as
-/// c -> -1, and the sqrt-like corner at c -> 1 when it is not flat) the
-/// formula in double. The table replaces ~200 divergent instructions
-/// (transcendentals and a tail loop) by four cached loads.
-LSHATTN_HOST_DEVICE float inclusion_lookup(float c, const float* table, int K, int L, int m) {
-  constexpr int N = inclusion_table_size;
-  c = fminf(1.0f, fmaxf(-1.0f, c));
-  const float x = (c + 1.0f) * (0.5f * N);
-  const int i = static_cast<int>(x) < N - 1 ? static_cast<int>(x) : N - 1;
-  const float t = x - static_cast<float>(i);
-  const float f0 = table[i], f1 = table[i + 1], f2 = table[i + 2], f3 = table[i + 3];
-  const float d1 = f0 - 2.0f * f1 + f2, d2 = f1 - 2.0f * f2 + f3;
-  if (fmaxf(fabsf(d1), fabsf(d2)) <= 3e-5f) return fmaf(t, f2 - f1, f1);
-  return static_cast<float>(collision::log_inclusion_probability_at(c, K, L, m));
-}
-
-/// 16-byte asynchronous copy global -> shared (cp.async, L2 only: the rows are
-/// streamed once); valid = false zero-fills the destination and reads nothing.
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
 
 /// Four consecutive elements widened to float (8 bytes of bf16/fp16, 16 of float).
 template <class T>
