@@ -136,13 +136,23 @@ __device__ inline void block_exclusive_scan(std::uint32_t* a, int count, std::ui
 
 /// Codes [0, len) of one chunk into shared memory: 16-byte loads (the
 /// capacity is a multiple of 8 tokens, so every chunk starts 16-byte
-/// aligned), the last partial group element by element so that nothing past
-/// the indexed tokens is read.
+/// aligned), all of a thread's issued before the first store when the chunk
+/// is whole; a short last chunk's partial group element by element, so that
+/// nothing past the indexed tokens is read.
 template <int Threads>
 __device__ inline void load_chunk_codes(const std::uint16_t* src, std::uint16_t* dst, int len) {
-  const int full = len / 8;
+  constexpr int G = sort_chunk / 8 / Threads;
   const uint4* s4 = reinterpret_cast<const uint4*>(src);
   uint4* d4 = reinterpret_cast<uint4*>(dst);
+  if (len == sort_chunk) {
+    uint4 v[G];
+#pragma unroll
+    for (int k = 0; k < G; ++k) v[k] = s4[k * Threads + threadIdx.x];
+#pragma unroll
+    for (int k = 0; k < G; ++k) d4[k * Threads + threadIdx.x] = v[k];
+    return;
+  }
+  const int full = len / 8;
   for (int g = threadIdx.x; g < full; g += Threads) d4[g] = s4[g];
   for (int i = full * 8 + static_cast<int>(threadIdx.x); i < len; i += Threads) dst[i] = src[i];
 }
@@ -162,29 +172,34 @@ __global__ void __launch_bounds__(Threads) chunk_count_kernel(const std::uint16_
   const int tid = threadIdx.x, lane = tid & 31;
   for (int b = tid; b < B; b += Threads) hist[b] = 0;
   __syncthreads();
-  // Each lane takes 8 consecutive codes at a time; the loop bound is
-  // block-uniform so that every lane reaches the match.
-  for (int g0 = 0; g0 * 8 < len; g0 += Threads) {
-    const int i0 = (g0 + tid) * 8;
-    std::uint32_t w[4];
+  // Each lane takes G groups of 8 consecutive codes, all loads issued first;
+  // lanes past the chunk's end hold no_code, so that every lane reaches the
+  // matches.
+  constexpr int G = sort_chunk / 8 / Threads;
+  std::uint32_t w[G][4];
+#pragma unroll
+  for (int k = 0; k < G; ++k) {
+    const int i0 = (k * Threads + tid) * 8;
     if (i0 + 8 <= len) {
       const uint4 v = *reinterpret_cast<const uint4*>(c + i0);
-      w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
+      w[k][0] = v.x, w[k][1] = v.y, w[k][2] = v.z, w[k][3] = v.w;
     } else {
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const std::uint32_t lo = i0 + 2 * k < len ? c[i0 + 2 * k] : no_code;
-        const std::uint32_t hi = i0 + 2 * k + 1 < len ? c[i0 + 2 * k + 1] : no_code;
-        w[k] = lo | hi << 16;
+      for (int q = 0; q < 4; ++q) {
+        const std::uint32_t lo = i0 + 2 * q < len ? c[i0 + 2 * q] : no_code;
+        const std::uint32_t hi = i0 + 2 * q + 1 < len ? c[i0 + 2 * q + 1] : no_code;
+        w[k][q] = lo | hi << 16;
       }
     }
+  }
+#pragma unroll
+  for (int k = 0; k < G; ++k)
 #pragma unroll
     for (int s = 0; s < 8; ++s) {
-      const std::uint32_t code = (w[s >> 1] >> (16 * (s & 1))) & 0xffffu;
+      const std::uint32_t code = (w[k][s >> 1] >> (16 * (s & 1))) & 0xffffu;
       const std::uint32_t peers = __match_any_sync(0xffffffffu, code);
       if (code != no_code && lane == 31 - __clz(peers)) atomicAdd(&hist[code], static_cast<std::uint32_t>(__popc(peers)));
     }
-  }
   __syncthreads();
   std::uint32_t* out = counts + static_cast<std::size_t>(blockIdx.x) * B;
   for (int b = tid; b < B; b += Threads) out[b] = hist[b];
@@ -254,43 +269,45 @@ __global__ void __launch_bounds__(Threads) chunk_scatter_kernel(const std::uint1
   std::uint16_t* code_sh = reinterpret_cast<std::uint16_t*>(sort_smem);  // [C] the chunk's codes
   std::uint16_t* rank = code_sh + sort_chunk;                       // [C] rank among the warp's tokens of its bucket
   std::uint16_t* order = rank + sort_chunk;                         // [C] token at each bucket-sorted slot
-  std::uint32_t* cnt = reinterpret_cast<std::uint32_t*>(order + sort_chunk);  // [W][B] u16 pairs
-  std::uint32_t* delta = cnt + W * B / 2;                           // [B]
+  std::uint16_t* cnt16 = order + sort_chunk;                        // [W][B] counter of warp w, bucket b
+  std::uint32_t* delta = reinterpret_cast<std::uint32_t*>(cnt16 + W * B);  // [B]
   __shared__ std::uint32_t warp_sums[W];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const std::size_t tab = blockIdx.x / chunks, chunk = blockIdx.x % chunks;
   const std::size_t t0 = chunk * sort_chunk;
   const int len = static_cast<int>(min(static_cast<std::size_t>(sort_chunk), n - t0));
   load_chunk_codes<Threads>(codes + tab * cap + t0, code_sh, len);
-  for (int i = tid; i < W * B / 2; i += Threads) cnt[i] = 0;
+  for (int i = tid; i < W * B / 2; i += Threads) reinterpret_cast<std::uint32_t*>(cnt16)[i] = 0;
   __syncthreads();
 
-  // Ranks within the warp's slice. The warp's counters are touched by its
-  // own lanes only; __syncwarp orders one round's update before the next
-  // round's (its leader may be another lane). Counts stay below S < 2^16,
-  // so the 16-bit halves of a word never carry into each other.
+  // Ranks within the warp's slice (as CUB's match-based block rank does): all
+  // lanes read their bucket's counter, then the lowest lane of each code
+  // stores it advanced by the code's lane count. The counters are the warp's
+  // own; __syncwarp orders each read before the store and each store before
+  // the next round's reads (another lane may write there). Counts stay below
+  // S, so 16 bits hold them.
+  std::uint16_t* wc = cnt16 + warp * B;
   const std::uint32_t lt = lanes_below();
-  std::uint32_t* wc = cnt + warp * B / 2;
   const int s0 = warp * S, s1 = min(len, s0 + S);
-  for (int r = s0; r < s1; r += 32) {
+  std::uint32_t code = s0 + lane < s1 ? code_sh[s0 + lane] : no_code;
+  for (int r = s0; r < s1; r += 32) {  // warp-uniform bounds
     const int i = r + lane;
-    const std::uint32_t code = i < s1 ? code_sh[i] : no_code;
+    const std::uint32_t next = i + 32 < s1 ? code_sh[i + 32] : no_code;
     const std::uint32_t peers = __match_any_sync(0xffffffffu, code);
-    const int leader = 31 - __clz(peers);
-    std::uint32_t before = 0;
-    if (code != no_code && lane == leader) {
-      const int sh = 16 * (code & 1);
-      before = (atomicAdd(&wc[code >> 1], static_cast<std::uint32_t>(__popc(peers)) << sh) >> sh) & 0xffffu;
-    }
-    before = __shfl_sync(0xffffffffu, before, leader);
-    if (code != no_code) rank[i] = static_cast<std::uint16_t>(before + __popc(peers & lt));
+    const std::uint32_t below = __popc(peers & lt);
+    const std::uint32_t before = code != no_code ? wc[code] : 0u;
     __syncwarp();
+    if (code != no_code) {
+      if (below == 0) wc[code] = static_cast<std::uint16_t>(before + __popc(peers));
+      rank[i] = static_cast<std::uint16_t>(before + below);
+    }
+    __syncwarp();
+    code = next;
   }
   __syncthreads();
 
   // Bucket totals -> local bucket starts (exclusive scan) -> each warp's
   // first local slot per bucket, in place of its counter.
-  std::uint16_t* cnt16 = reinterpret_cast<std::uint16_t*>(cnt);  // counter of warp w, bucket b: cnt16[w * B + b]
   for (int b = tid; b < B; b += Threads) {
     std::uint32_t s = 0;
 #pragma unroll
