@@ -572,7 +572,8 @@ std::size_t bucket_mismatches(const lsh_index<>& cpu, const cuda_lsh_index& gpu,
   std::vector<std::uint32_t> off(hk * L * (B + 1)), ids(hk * L * cap);
   LSHATTN_CUDA_CHECK(cudaDeviceSynchronize());
   LSHATTN_CUDA_CHECK(cudaMemcpy(off.data(), v.offsets, off.size() * 4, cudaMemcpyDeviceToHost));
-  if (!ids.empty()) LSHATTN_CUDA_CHECK(cudaMemcpy(ids.data(), v.ids, ids.size() * 4, cudaMemcpyDeviceToHost));
+  if (n)  // the sorted part of each table only: slots past it may never have been written
+    LSHATTN_CUDA_CHECK(cudaMemcpy2D(ids.data(), cap * 4, v.ids, cap * 4, n * 4, hk * L, cudaMemcpyDeviceToHost));
   std::size_t bad = 0;
   largest = 0;
   for (std::size_t h = 0; h < hk; ++h)

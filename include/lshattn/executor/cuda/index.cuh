@@ -346,6 +346,25 @@ __global__ void __launch_bounds__(Threads) chunk_scatter_kernel(const std::uint1
   }
 }
 
+/// Lets chunk_scatter_kernel take the shared memory B buckets need (above
+/// the default 48 KB from K = 9), raising the limit only (indexes of several
+/// K share the kernel). Throws unsupported where the current device has less
+/// shared memory per block (K = 12 needs 128 KB: an sm_80 or sm_90 part).
+inline void allow_scatter_shared(int B, int K) {
+  const auto kernel = chunk_scatter_kernel<sort_threads>;
+  cudaFuncAttributes fa{};
+  LSHATTN_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
+  int dev = 0, optin = 0;
+  LSHATTN_CUDA_CHECK(cudaGetDevice(&dev));
+  LSHATTN_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  const std::size_t need = scatter_shared_bytes(B);
+  LSHATTN_REQUIRE(need + fa.sharedSizeBytes <= static_cast<std::size_t>(optin), unsupported, "K", "K = ", K,
+                  ": the CUDA table build needs ", need + fa.sharedSizeBytes,
+                  " bytes of shared memory per block; this device allows ", optin);
+  if (static_cast<std::size_t>(fa.maxDynamicSharedSizeBytes) < need)
+    LSHATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(need)));
+}
+
 /// What the decode kernels need of one index: plain device pointers.
 struct index_view {
   const float* mean = nullptr;
@@ -364,12 +383,15 @@ class cuda_lsh_index {
  public:
   cuda_lsh_index() = default;
   /// An empty index for kv_heads heads of head_dim dim, with room for
-  /// `capacity` indexed tokens. K must be at most 12 on the device.
+  /// `capacity` indexed tokens. K must be at most 12 on the device, and the
+  /// device must allow 128 KB of shared memory per block for K = 12 (sm_80,
+  /// sm_90; 68 KB at K = 10). The device is the current one, as for kernels.
   cuda_lsh_index(std::size_t dim, std::size_t kv_heads, const lsh_params& p, std::size_t capacity = 0)
       : family_(hash::simhash<>((p.validate(), dim), p.K, p.L, p.seed)), heads_(kv_heads), m_(p.m) {
     LSHATTN_REQUIRE(kv_heads >= 1, invalid_argument, "kv_heads", "kv_heads = ", kv_heads, " must be >= 1");
     LSHATTN_REQUIRE(p.K <= cuda_detail::max_device_bits, unsupported, "K", "K = ", p.K,
                     " exceeds the CUDA index's limit of ", cuda_detail::max_device_bits, " bits per table");
+    cuda_detail::allow_scatter_shared(1 << p.K, p.K);
     means_.reset(heads_ * dim);
     offsets_.reset(heads_ * static_cast<std::size_t>(p.L) * ((std::size_t{1} << p.K) + 1));
     reserve(capacity);
@@ -544,9 +566,7 @@ class cuda_lsh_index {
         counts_.data(), B, chunks32, n, offsets_.data());
     LSHATTN_CUDA_LAUNCHED("chunk_scan_kernel");
     if (blocks) {
-      const std::size_t smem = cd::scatter_shared_bytes(B);  // 68 KB at K = 10, 128 KB at K = 12
-      LSHATTN_CUDA_CHECK(cudaFuncSetAttribute(cd::chunk_scatter_kernel<cd::sort_threads>,
-                                              cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+      const std::size_t smem = cd::scatter_shared_bytes(B);  // 68 KB at K = 10, 128 KB at K = 12 (allowed by the constructor)
       cd::chunk_scatter_kernel<cd::sort_threads><<<blocks, cd::sort_threads, smem, stream>>>(
           codes_.data(), cap_, B, n, chunks32, counts_.data(), static_cast<std::uint32_t>(begin_), ids_.data());
       LSHATTN_CUDA_LAUNCHED("chunk_scatter_kernel");
