@@ -425,7 +425,7 @@ class cuda_lsh_index {
     const std::size_t chunks = (tokens + cuda_detail::sort_chunk - 1) / cuda_detail::sort_chunk;
     cuda_detail::device_buffer<std::uint16_t> codes(per * tokens);
     cuda_detail::device_buffer<std::uint32_t> ids(per * tokens);
-    counts_.reset(per * chunks * family().buckets());
+    cuda_detail::device_buffer<std::uint32_t> counts(per * chunks * family().buckets());
     if (built_ && size() > 0) {
       LSHATTN_CUDA_CHECK(cudaDeviceSynchronize());
       LSHATTN_CUDA_CHECK(cudaMemcpy2D(codes.data(), tokens * 2, codes_.data(), cap_ * 2, size() * 2, per,
@@ -435,6 +435,7 @@ class cuda_lsh_index {
     }
     codes_ = std::move(codes);
     ids_ = std::move(ids);
+    counts_ = std::move(counts);
     cap_ = tokens;
   }
 
