@@ -3,7 +3,8 @@
 // head_dim 128, bf16), K=10 L=150 m=2, contexts 32K..256K, batch 1/8/32.
 // Side by side in one run: a device-to-device copy (bandwidth ceiling), our
 // exact flash-decoding (estimator::exact), the LSH decode step
-// (estimator::lsh), and index build (hashing + counting sort) for 128K x 8 heads.
+// (estimator::lsh), and index build (hashing + counting sort) for 128K x 8
+// heads, with the table build (the sort alone) timed separately.
 // Workload: method.md's anchor (keys N(0, I) + 2 x a shared N(0, I) offset,
 // values N(0, I), each query N(0, I) + half its norm along one random key of its
 // KV head), drawn on the GPU from the same Philox4x32 streams as
@@ -244,6 +245,11 @@ void register_for(pool& p) {
         s.index->build(cache_view<const bf16>(s.k.data(), HK, p.n, D), 4, p.n - 64, bench_stream);
       }, 0);
     })->UseManualTime()->Iterations(10)->Unit(benchmark::kMicrosecond);
+    // The table build alone (the three sort kernels over the codes the build stored).
+    benchmark::RegisterBenchmark("index_tables/128K_x_8heads_K10_L150", [&p](benchmark::State& st) {
+      auto& s = p.seqs[0];
+      run_timed(st, "tables/128K", bench_stream, [&](int) { s.index->rebuild_tables(bench_stream); }, 0);
+    })->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
   }
 }
 
@@ -303,5 +309,7 @@ int main(int argc, char** argv) {
                   medians["dense_simt/" + tag], medians["lsh_simt/" + tag]);
     }
   if (medians.count("build/128K")) std::printf("index build 128K x 8 heads: %.3f ms\n", medians["build/128K"]);
+  if (medians.count("tables/128K"))
+    std::printf("  of which the table build (sort): %.3f ms\n", medians["tables/128K"]);
   return 0;
 }

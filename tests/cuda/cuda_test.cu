@@ -588,6 +588,167 @@ TEST_CASE("cuda decode: bad input throws before anything is written, CUDA errors
   CHECK_THROWS_AS(cuda_lsh_index(d, hk, lsh_params{13, 10, 2}), lshattn::error);  // K above the device limit
 }
 
+namespace {
+
+// Table-build checks: every bucket of every table of the device index against
+// lsh_index's (same keys, same mean, same codes), element by element. The CPU
+// index's buckets hold their ids ascending, so equal vectors pin the device
+// build's order too, not only its sets. Returns the number of mismatched
+// buckets; `largest` gets the largest bucket (to show a skewed case is skewed).
+std::size_t bucket_mismatches(const lsh_index<>& cpu, const cuda_lsh_index& gpu, std::size_t& largest) {
+  const auto v = gpu.view();
+  const std::size_t hk = gpu.kv_heads(), L = static_cast<std::size_t>(gpu.family().tables());
+  const std::size_t B = gpu.family().buckets(), cap = v.cap, n = v.csr_end - v.begin;
+  std::vector<std::uint32_t> off(hk * L * (B + 1)), ids(hk * L * cap);
+  LSHATTN_CUDA_CHECK(cudaDeviceSynchronize());
+  LSHATTN_CUDA_CHECK(cudaMemcpy(off.data(), v.offsets, off.size() * 4, cudaMemcpyDeviceToHost));
+  if (n)  // the sorted part of each table only: slots past it may never have been written
+    LSHATTN_CUDA_CHECK(cudaMemcpy2D(ids.data(), cap * 4, v.ids, cap * 4, n * 4, hk * L, cudaMemcpyDeviceToHost));
+  std::size_t bad = 0;
+  largest = 0;
+  for (std::size_t h = 0; h < hk; ++h)
+    for (std::size_t l = 0; l < L; ++l) {
+      const std::uint32_t* o = off.data() + (h * L + l) * (B + 1);
+      const std::uint32_t* t = ids.data() + (h * L + l) * cap;
+      bad += o[0] != 0 || o[B] != n;
+      for (std::size_t c = 0; c < B; ++c) {
+        const auto want = cpu.bucket(h, static_cast<int>(l), static_cast<lsh_index<>::code_type>(c));
+        largest = std::max(largest, want.size());
+        if (o[c + 1] < o[c] || o[c + 1] > n || o[c + 1] - o[c] != want.size() ||
+            !std::equal(want.begin(), want.end(), t + o[c]))
+          ++bad;
+      }
+    }
+  return bad;
+}
+
+// Every id and offset of the device tables set to 0xffffffff, which no
+// build writes (ids are below 2^32 - 1, offsets at most n).
+void poison_tables(const cuda_lsh_index& gpu) {
+  const auto v = gpu.view();
+  const std::size_t tabs = gpu.kv_heads() * static_cast<std::size_t>(gpu.family().tables());
+  LSHATTN_CUDA_CHECK(cudaDeviceSynchronize());
+  LSHATTN_CUDA_CHECK(cudaMemset(const_cast<std::uint32_t*>(v.offsets), 0xff, tabs * (gpu.family().buckets() + 1) * 4));
+  if (v.cap) LSHATTN_CUDA_CHECK(cudaMemset(const_cast<std::uint32_t*>(v.ids), 0xff, tabs * v.cap * 4));
+}
+
+// Builds both indexes over [begin, end) of host keys kb (a device copy for
+// the GPU), the device tables poisoned first, and compares every bucket.
+void check_build(const std::vector<bf16>& kb, std::size_t hk, std::size_t d, std::size_t tokens, const lsh_params& lp,
+                 std::size_t begin, std::size_t end, std::size_t* largest_out = nullptr) {
+  dev<bf16> kd(kb);
+  const cache_view<const bf16> hv(kb.data(), hk, tokens, d), dv(kd.data(), hk, tokens, d);
+  lsh_index<> cpu(d, hk, lp);
+  cpu.build(hv, begin, end);
+  cuda_lsh_index gpu(d, hk, lp, end - begin);  // the capacity the build needs: nothing reallocated
+  poison_tables(gpu);
+  gpu.build(dv, begin, end);
+  std::size_t largest = 0;
+  CHECK(bucket_mismatches(cpu, gpu, largest) == 0);
+  if (largest_out) *largest_out = largest;
+}
+
+}  // namespace
+
+// Sizes around the table build's 8192-token chunks (one short chunk, exact
+// chunks, one token over, a short last chunk), K from 4 (16 buckets, long
+// runs) to 12 (the device limit, 4096 buckets), fresh keys per case.
+TEST_CASE("cuda index: table build, every bucket in ascending order equals lsh_index's, sizes around the chunk") {
+  const std::size_t hk = 2, d = 128;
+  std::uint64_t seed = 100;
+  for (const lsh_params lp : {lsh_params{4, 5, 2, 71}, lsh_params{10, 6, 2, 72}, lsh_params{12, 3, 2, 73}})
+    for (const std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{777}, std::size_t{8192}, std::size_t{8193},
+                                std::size_t{3 * 8192 - 5}, std::size_t{40000}}) {
+      INFO("K " << lp.K << " L " << lp.L << " indexed tokens " << n);
+      const std::size_t begin = 3, tokens = n + 10;
+      const auto s = make_seq(tokens, hk, hk, d, ++seed);
+      check_build(cast<bf16>(s.k), hk, d, tokens, lp, begin, begin + n);
+    }
+}
+
+// Skewed codes, the workload's case (hot buckets): identical keys (every
+// token of a table in one bucket, over two chunks), keys drawn from three points with 60/25/15
+// weights, and keys with a shared offset 30x their spread (bf16 rounding
+// coarsens the spread, so many keys repeat).
+TEST_CASE("cuda index: table build with skewed codes (one bucket, hot buckets, a large shared offset)") {
+  const std::size_t hk = 2, d = 128, n = 20000, tokens = n + 4;
+  random::philox_engine r(808, 1);
+  const auto normal = [&] {
+    const double u1 = r.uniform() + 0x1p-53, u2 = r.uniform();
+    return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+  };
+  for (const lsh_params lp : {lsh_params{10, 6, 2, 81}, lsh_params{12, 3, 2, 82}}) {
+    INFO("K " << lp.K);
+    std::vector<float> pts(3 * d), off(d);
+    for (auto& x : pts) x = static_cast<float>(normal());
+    for (auto& x : off) x = static_cast<float>(30.0 * normal());
+    std::vector<float> same(hk * tokens * d), hot(hk * tokens * d), shifted(hk * tokens * d);
+    for (std::size_t row = 0; row < hk * tokens; ++row) {
+      const double u = r.uniform();
+      const std::size_t p = u < 0.6 ? 0 : u < 0.85 ? 1 : 2;
+      for (std::size_t j = 0; j < d; ++j) {
+        same[row * d + j] = pts[j];
+        hot[row * d + j] = p < 2 ? pts[p * d + j] : static_cast<float>(normal());
+        shifted[row * d + j] = static_cast<float>(off[j] + normal());
+      }
+    }
+    std::size_t largest = 0;
+    {
+      INFO("identical keys");  // centred keys all zero: every bit takes the exact path, so fewer tokens
+      check_build(cast<bf16>(same), hk, d, tokens, lp, 4, 4 + 10000, &largest);
+      CHECK(largest == 10000);
+    }
+    {
+      INFO("60/25/15 mixture");
+      check_build(cast<bf16>(hot), hk, d, tokens, lp, 4, tokens, &largest);
+      CHECK(largest >= n / 2);
+    }
+    {
+      INFO("shared offset 30x the spread");
+      check_build(cast<bf16>(shifted), hk, d, tokens, lp, 4, tokens, &largest);
+    }
+  }
+}
+
+// The append path: tails merged automatically (both indexes with the same
+// rule, tail > 256 tokens, so their CSR parts must agree after every append),
+// capacity grown by appends, then a large tail merged explicitly into
+// poisoned tables.
+TEST_CASE("cuda index: appends, automatic and explicit tail merges keep every bucket equal to lsh_index's") {
+  const std::size_t hk = 2, d = 128, tokens = 30000;
+  const lsh_params lp{10, 8, 2, 91};
+  const auto s = make_seq(tokens, hk, hk, d, 92);
+  const auto kb = cast<bf16>(s.k);
+  dev<bf16> kd(kb);
+  const cache_view<const bf16> hv(kb.data(), hk, tokens, d), dv(kd.data(), hk, tokens, d);
+  lsh_index<> cpu(d, hk, lp);
+  cpu.set_merge_policy(256, 0.0);
+  cuda_lsh_index gpu(d, hk, lp, 64);  // appends must grow it
+  gpu.set_max_tail(256);
+  cpu.build(hv, 5, 9000);
+  gpu.build(dv, 5, 9000);
+  std::size_t largest = 0;
+  CHECK(bucket_mismatches(cpu, gpu, largest) == 0);
+  for (const std::size_t upto : {9100, 9300, 9301, 17000, 17001, 17250}) {
+    INFO("appended up to " << upto);
+    cpu.append(hv, upto);
+    gpu.append(dv, upto);
+    REQUIRE(gpu.tail_size() == cpu.tail_size());
+    CHECK(bucket_mismatches(cpu, gpu, largest) == 0);
+  }
+  gpu.set_max_tail(tokens);  // no automatic merge: the tail grows to 13000 tokens
+  cpu.set_merge_policy(tokens, 0.0);
+  cpu.append(hv, tokens);
+  gpu.append(dv, tokens);
+  REQUIRE(gpu.tail_size() == tokens - 17000);
+  REQUIRE(cpu.tail_size() == tokens - 17000);
+  poison_tables(gpu);
+  cpu.merge_tail();
+  gpu.merge_tail();
+  CHECK(gpu.tail_size() == 0);
+  CHECK(bucket_mismatches(cpu, gpu, largest) == 0);
+}
+
 // Without a CUDA device only the "host" suite runs; if it passes the program
 // exits 77 so that CTest reports the GPU tests as skipped, never as passed.
 int main(int argc, char** argv) {
