@@ -53,3 +53,67 @@ TEST_CASE("cuda conformance: NaN in a key or value reaches exactly the heads of 
   const cuda_conformance::adapter exec(cuda);
   conformance::run_nan_policy_conformance(exec, cuda_conformance::capabilities("lshattn::cuda"));
 }
+
+// The capabilities above are the executor's own limits, not the adapter's:
+// what they skip is rejected by lshattn::cuda with errc::unsupported, never
+// computed wrongly. The suite's head_dim 96 batch, as it would have run.
+TEST_CASE("cuda conformance: the skipped head_dim 96 shape is rejected as unsupported, nothing written") {
+  const cuda_conformance::adapter exec(cuda);
+  const auto s = conformance::detail::shapes()[1];
+  REQUIRE(s.d == 96);
+  auto b = conformance::detail::make_batch<bf16, bf16, bf16>(s, 4242);
+  std::vector<decode_request<bf16, bf16, bf16>> rq;
+  for (auto& r : b) {
+    r.poison_outputs();
+    rq.push_back(r.request());
+  }
+  bool threw = false;
+  try {
+    lshattn::decode(exec, estimator::exact{}, s.params, std::span<const decode_request<bf16, bf16, bf16>>(rq));
+  } catch (const lshattn::error& e) {
+    threw = true;
+    CHECK(e.code() == errc::unsupported);
+    CHECK(e.argument() == "queries.cols");
+  }
+  CHECK(threw);
+  for (const auto& r : b)
+    for (std::size_t h = 0; h < r.hq; ++h) {
+      CHECK(std::isnan(r.lse[h]));
+      for (std::size_t j = 0; j < r.d; ++j) CHECK(std::isnan(r.out[h * r.o_stride + j]));
+    }
+}
+
+// In place of the two skipped error cases (NaN and infinite queries), the
+// documented alternative (executor.cuh): a non-finite query is not rejected,
+// it makes its own head's output and LSE NaN and leaves the other heads as
+// they would be without it.
+TEST_CASE("cuda conformance: a non-finite query reaches its own head only") {
+  using fixture = conformance::detail::basic_fixture<64>;
+  const cuda_conformance::adapter exec(cuda);
+  const decode_params p{4, 8, 0.0f, lse_base::natural};
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity()}) {
+    INFO("query element " << bad);
+    fixture clean, dirty;
+    const std::size_t h_bad = 3, d = fixture::d, g = fixture::hq / fixture::hk;
+    dirty.Q[h_bad * d + 7] = bad;
+    lshattn::decode(reference, estimator::exact{}, p, clean.request());
+    lshattn::decode(exec, estimator::exact{}, p, dirty.request());
+    for (std::size_t h = 0; h < fixture::hq; ++h) {
+      INFO("head " << h);
+      if (h == h_bad) {
+        // -inf times a key element of either sign gives scores of +-inf or NaN; NaN (or an
+        // inf - inf) reaches the running maximum and every weight, so the head is NaN throughout.
+        CHECK(std::isnan(dirty.lse[h]));
+        std::size_t finite = 0;
+        for (std::size_t j = 0; j < d; ++j) finite += std::isfinite(dirty.O[h * d + j]);
+        CHECK(finite == 0);
+        continue;
+      }
+      const auto b = conformance::detail::rounding_bound(clean.Q.data() + h * d, clean.keys().head(h / g),
+                                                         clean.values().head(h / g), p.effective_scale(d), 0.0,
+                                                         clean.lse[h]);
+      CHECK(std::fabs(double(dirty.lse[h]) - clean.lse[h]) <= b.lse);
+      for (std::size_t j = 0; j < d; ++j) CHECK(std::fabs(double(dirty.O[h * d + j]) - clean.O[h * d + j]) <= b.out);
+    }
+  }
+}
