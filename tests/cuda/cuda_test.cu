@@ -325,6 +325,33 @@ TEST_CASE("cuda hashing: the conformance suite's codes check (random and adversa
     std::copy(h.begin(), h.end(), codes);
   });
 }
+
+TEST_CASE("cuda query hashing: the conformance suite's codes check through the decode step's kernel") {
+  // The same random and adversarial inputs (near-orthogonal to a plane,
+  // subnormal and near-overflow scales, the zero vector) as query heads of one
+  // request: the fp32 dots, their certificate and the float64/exact fallbacks.
+  conformance::check_hash_codes([](const hash::simhash<>& f, const float* x, std::size_t n, std::size_t ld,
+                                   std::uint32_t* codes) {
+    cuda_detail::device_simhash df(f);
+    dev<float> xd(std::vector<float>(x, x + n * ld));
+    dev<std::uint32_t> cd(n * static_cast<std::size_t>(f.tables()));
+    cd.poison();
+    cuda_detail::step_args<float, bf16> a{};
+    a.seq[0].q = xd.data();
+    a.seq[0].q_stride = ld;
+    a.seq[0].idx.planes_t = df.planes_t();
+    a.nseq = 1;
+    a.hq = static_cast<int>(n);
+    a.d = static_cast<int>(f.dim());
+    a.K = f.bits();
+    a.L = f.tables();
+    a.qcodes = cd.data();
+    cuda_detail::launch_query_hash(a, nullptr);
+    LSHATTN_CUDA_CHECK(cudaGetLastError());
+    const auto h = cd.host();
+    std::copy(h.begin(), h.end(), codes);
+  });
+}
 #endif
 
 TEST_CASE("cuda decode, estimator::exact: ragged batches equal the reference") {

@@ -50,7 +50,7 @@ struct attend_mma_shape {
   static constexpr int blocks_per_sm = D == 128 ? 2 : 3;
   static constexpr std::size_t kv_bytes = static_cast<std::size_t>(warps) * stages * 2 * tile_bytes;
   static constexpr std::size_t mask_bytes = static_cast<std::size_t>(warps) * stages * rows * 4;
-  static constexpr std::size_t smem_bytes = kv_bytes + mask_bytes + D * 4;
+  static constexpr std::size_t smem_bytes = kv_bytes + 2 * mask_bytes + D * 4;  // masks, then row norms
   static_assert(static_cast<std::size_t>(warps) * G * (D + 2) * 4 <= kv_bytes, "attend_mma_kernel: the final merge reuses the tiles' space");
 };
 
@@ -135,7 +135,8 @@ __global__ void __launch_bounds__(attend_mma_shape<D, G, TQ, T>::threads, attend
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
   T* kvw = reinterpret_cast<T*>(smem) + static_cast<std::size_t>(warp) * ST * 2 * R * D;  // [ST][K, V][R][D], swizzled
   std::uint32_t* mks = reinterpret_cast<std::uint32_t*>(smem + S::kv_bytes) + warp * ST * R;  // [ST][R] row masks
-  float* ms = reinterpret_cast<float*>(smem + S::kv_bytes + S::mask_bytes);  // the index mean (LSH)
+  float* nms = reinterpret_cast<float*>(smem + S::kv_bytes + S::mask_bytes) + warp * ST * R;  // [ST][R] |key - mean| of listed rows
+  float* ms = reinterpret_cast<float*>(smem + S::kv_bytes + 2 * S::mask_bytes);  // the index mean (LSH)
 
   const int split = blockIdx.x, kvh = blockIdx.y, sq = blockIdx.z;
   const seq_desc<TQ, T>& s = a.seq[sq];
@@ -148,19 +149,24 @@ __global__ void __launch_bounds__(attend_mma_shape<D, G, TQ, T>::threads, attend
   const int ntiles = static_cast<int>((p1 - p0 + R - 1) / R);
   const int mine = ntiles > warp ? (ntiles - warp + W - 1) / W : 0;  // this warp's tiles: warp, warp + W, ...
 
-  // Token and mask of row `lane` of this warp's tile j (lanes < R); mask 0
-  // marks a row past the split, which is zero-filled. Loaded a tile ahead of
-  // its copies, so a listed tile's index loads do not stall the issue.
-  const auto fetch = [&](int j, std::uint32_t& tok, std::uint32_t& mask) {
+  // Token, mask and (listed rows) centred-key norm of row `lane` of this
+  // warp's tile j (lanes < R); mask 0 marks a row past the split, which is
+  // zero-filled. Loaded a tile ahead of its copies, so a listed tile's index
+  // loads do not stall the issue.
+  const auto fetch = [&](int j, std::uint32_t& tok, std::uint32_t& mask, float& nrm) {
     tok = 0;
     mask = 0;
+    nrm = 0.0f;
     if (j < mine && lane < R) {
       const std::uint32_t p = p0 + static_cast<std::uint32_t>((warp + W * j) * R + lane);
-      if (p < p1) rows.at(p, all_heads, tok, mask);
+      if (p < p1) {
+        rows.at(p, all_heads, tok, mask);
+        if (mask & listed_bit) nrm = rows.norm(s.idx, kvh, tok);
+      }
     }
   };
   // Copies of tile j into stage j % ST (an empty group past the end keeps the wait count uniform).
-  const auto issue = [&](int j, std::uint32_t tok, std::uint32_t mask) {
+  const auto issue = [&](int j, std::uint32_t tok, std::uint32_t mask, float nrm) {
     if (j < mine) {  // warp-uniform
       const int st = j % ST;
       T* kt = kvw + static_cast<std::size_t>(st) * 2 * R * D;
@@ -176,17 +182,22 @@ __global__ void __launch_bounds__(attend_mma_shape<D, G, TQ, T>::threads, attend
         cp_async16(kt + phys, kb + static_cast<std::size_t>(tk) * s.k_tok + col * 8, valid);
         cp_async16(vt + phys, vb + static_cast<std::size_t>(tk) * s.v_tok + col * 8, valid);
       }
-      if (lane < R) mks[st * R + lane] = mask;
+      if (lane < R) {
+        mks[st * R + lane] = mask;
+        nms[st * R + lane] = nrm;
+      }
     }
     cp_async_commit();
   };
   std::uint32_t ftok, fmask;
-  fetch(0, ftok, fmask);
+  float fnrm;
+  fetch(0, ftok, fmask, fnrm);
 #pragma unroll
   for (int j = 0; j < ST - 1; ++j) {
     const std::uint32_t tk = ftok, mk = fmask;
-    fetch(j + 1, ftok, fmask);
-    issue(j, tk, mk);
+    const float nr = fnrm;
+    fetch(j + 1, ftok, fmask, fnrm);
+    issue(j, tk, mk, nr);
   }
   __syncthreads();  // the mean in shared memory
 
@@ -233,8 +244,9 @@ __global__ void __launch_bounds__(attend_mma_shape<D, G, TQ, T>::threads, attend
   for (int j = 0; j < mine; ++j) {
     {
       const std::uint32_t tk = ftok, mk = fmask;
-      fetch(j + ST, ftok, fmask);
-      issue(j + ST - 1, tk, mk);
+      const float nr = fnrm;
+      fetch(j + ST, ftok, fmask, fnrm);
+      issue(j + ST - 1, tk, mk, nr);
     }
     cp_async_wait<ST - 1>();
     __syncwarp();  // tile j has landed for every lane's copies
@@ -266,30 +278,15 @@ __global__ void __launch_bounds__(attend_mma_shape<D, G, TQ, T>::threads, attend
     const bool any_listed = __any_sync(full, (lrow & listed_bit) != 0u);
     float sc[4];
     if (any_listed) {
-      // |k - mean|^2 of row lane / 2, half the row per lane, in fp32 as the index centred it.
-      const int r = lane >> 1, c0h = (lane & 1) * (CH / 2);
-      float x2 = 0.0f;
-#pragma unroll
-      for (int c = 0; c < CH / 2; ++c) {
-        const int col = c0h + c;
-        float kf[8];
-        widen16<T>(*reinterpret_cast<const uint4*>(kt + (r * CH + (col ^ (r & 7))) * 8), kf);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const float x = kf[i] - ms[col * 8 + i];
-          x2 = fmaf(x, x, x2);
-        }
-      }
-      x2 += __shfl_xor_sync(full, x2, 1);
-      const float xr[4] = {__shfl_sync(full, x2, 4 * t), __shfl_sync(full, x2, 4 * t + 2),
-                           __shfl_sync(full, x2, 16 + 4 * t), __shfl_sync(full, x2, 18 + 4 * t)};
+      const float* nrow = nms + st * R;  // the index's |k - mean| of this thread's rows
+      const float xr[4] = {nrow[2 * t], nrow[2 * t + 1], nrow[8 + 2 * t], nrow[9 + 2 * t]};
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         sc[i] = -INFINITY;
         if ((m4[i] >> g) & 1u) {
           sc[i] = dot[i] * a.scale;
           if (m4[i] & listed_bit) {
-            const float den = qn * sqrtf(xr[i]);
+            const float den = qn * xr[i];
             sc[i] -= inclusion_lookup(den > 0.0f ? (dot[i] - qm) / den : 0.0f, a.inc_table, a.K, a.L, a.m);
           }
         }

@@ -312,11 +312,7 @@ struct cuda_policy {
         a.L = ix.family().tables();
         a.B = static_cast<int>(ix.family().buckets());
         a.m = est.m > 0 ? est.m : ix.threshold();
-        constexpr int hb = cuda_detail::hash_heads_per_block;
-        const int tpb = std::max(1, 256 / a.K);
-        const std::size_t hsmem = hb * d * 4 + hb * static_cast<std::size_t>(tpb * a.K);
-        const dim3 hgrid((a.L + tpb - 1) / tpb, a.nseq, static_cast<unsigned>((hq + hb - 1) / hb));
-        cuda_detail::query_hash_kernel<TQ, TK><<<hgrid, 256, hsmem, stream>>>(a, tpb);
+        cuda_detail::launch_query_hash(a, stream);
         LSHATTN_CUDA_LAUNCHED("query_hash_kernel");
         cuda_detail::inclusion_table_kernel<><<<(cuda_detail::inclusion_table_size + 3 + 255) / 256, 256, 0, stream>>>(
             a.inc_table, a.K, a.L, a.m);

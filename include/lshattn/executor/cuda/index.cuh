@@ -9,9 +9,14 @@
 //   ids     [h][l][cap]     absolute token positions (order within a bucket unspecified)
 //   codes   [h][l][cap]     16-bit code of token begin() + i, kept so that the
 //                           tail can be scanned and merged without re-hashing
+//   norms   [h][cap]        |key - mean| of token begin() + i (the centred key
+//                           as hashed, float elements, summed in float64): the
+//                           attention kernels need it for every sampled row's
+//                           ln u, and computing it there from the gathered row
+//                           cost about half of a sampled tile's instructions
 // Tokens [csr_end, end) are the tail: appended after the last sort, scanned
 // linearly by retrieval, merged by a counting sort once more than max_tail of
-// them accumulate. Memory: L * 6 bytes per token per KV head.
+// them accumulate. Memory: L * 6 + 4 bytes per token per KV head.
 //
 // build/append/sync/merge_tail are the plan-side steps: they run on the given
 // stream and may allocate when the token count exceeds the capacity (reserve
@@ -114,6 +119,29 @@ __global__ void __launch_bounds__(Threads) count_sort_kernel(const std::uint16_t
   for (std::size_t i = tid; i < n; i += Threads) out[atomicAdd(&hist[c[i]], 1u)] = first + static_cast<std::uint32_t>(i);
 }
 
+/// |fl(key - mean)| of rows [t0, t1) of every head into norms[h * cap + t - begin],
+/// a warp per row (the centred elements rounded to float as hash.cuh centres
+/// them, their squares summed in float64).
+template <class T>
+__global__ void __launch_bounds__(256) centred_norm_kernel(const T* keys, std::size_t head_stride,
+                                                           std::size_t token_stride, int dim, const float* mean,
+                                                           std::size_t t0, std::size_t t1, std::size_t begin,
+                                                           std::size_t cap, float* norms) {
+  const int lane = threadIdx.x & 31;
+  const std::size_t h = blockIdx.y, t = t0 + static_cast<std::size_t>(blockIdx.x) * 8 + (threadIdx.x >> 5);
+  if (t >= t1) return;
+  const T* row = keys + h * head_stride + t * token_stride;
+  const float* mu = mean + h * dim;
+  double s = 0.0;
+  for (int j = lane; j < dim; j += 32) {
+    const double x = to_float(row[j]) - mu[j];
+    s += x * x;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if (lane == 0) norms[h * cap + (t - begin)] = static_cast<float>(sqrt(s));
+}
+
 /// What the decode kernels need of one index: plain device pointers.
 struct index_view {
   const float* mean = nullptr;
@@ -123,6 +151,7 @@ struct index_view {
   std::uint32_t begin = 0, end = 0, csr_end = 0;
   std::uint32_t cap = 0;
   const float* planes_t = nullptr;  ///< [dim][K*L] hyperplanes, transposed
+  const float* knorm = nullptr;     ///< [heads][cap] |key - mean| of token begin + i
 };
 
 }  // namespace cuda_detail
@@ -158,7 +187,7 @@ class cuda_lsh_index {
   void set_max_tail(std::size_t max_tail) noexcept { max_tail_ = max_tail; }
   /// Device bytes held (tables, codes, means; hyperplanes excluded).
   [[nodiscard]] std::size_t memory_bytes() const noexcept {
-    return ids_.size() * 4 + codes_.size() * 2 + offsets_.size() * 4 + means_.size() * 4;
+    return ids_.size() * 4 + codes_.size() * 2 + norms_.size() * 4 + offsets_.size() * 4 + means_.size() * 4;
   }
 
   /// Make room for `tokens` indexed tokens (allocates; keeps the content).
@@ -167,8 +196,11 @@ class cuda_lsh_index {
     const std::size_t L = static_cast<std::size_t>(family().tables()), per = heads_ * L;
     cuda_detail::device_buffer<std::uint16_t> codes(per * tokens);
     cuda_detail::device_buffer<std::uint32_t> ids(per * tokens);
+    cuda_detail::device_buffer<float> norms(heads_ * tokens);
     if (built_ && size() > 0) {
       LSHATTN_CUDA_CHECK(cudaDeviceSynchronize());
+      LSHATTN_CUDA_CHECK(cudaMemcpy2D(norms.data(), tokens * 4, norms_.data(), cap_ * 4, size() * 4, heads_,
+                                      cudaMemcpyDeviceToDevice));
       LSHATTN_CUDA_CHECK(cudaMemcpy2D(codes.data(), tokens * 2, codes_.data(), cap_ * 2, size() * 2, per,
                                       cudaMemcpyDeviceToDevice));
       LSHATTN_CUDA_CHECK(cudaMemcpy2D(ids.data(), tokens * 4, ids_.data(), cap_ * 4, (csr_end_ - begin_) * 4, per,
@@ -176,6 +208,7 @@ class cuda_lsh_index {
     }
     codes_ = std::move(codes);
     ids_ = std::move(ids);
+    norms_ = std::move(norms);
     cap_ = tokens;
   }
 
@@ -241,7 +274,7 @@ class cuda_lsh_index {
   [[nodiscard]] cuda_detail::index_view view() const noexcept {
     return {means_.data(), offsets_.data(), ids_.data(), codes_.data(), static_cast<std::uint32_t>(begin_),
             static_cast<std::uint32_t>(end_), static_cast<std::uint32_t>(csr_end_), static_cast<std::uint32_t>(cap_),
-            family_.planes_t()};
+            family_.planes_t(), norms_.data()};
   }
 
   /// Host copies for tests and inspection (synchronising).
@@ -279,6 +312,13 @@ class cuda_lsh_index {
     const std::size_t L = static_cast<std::size_t>(family().tables());
     family_.hash<T, std::uint16_t>(keys.data, heads_, keys.head_stride, keys.token_stride, means_.data(), t0, t1,
                                    codes_.data(), L * cap_, cap_, 1, t0 - begin_, stream);
+    if (t1 > t0) {
+      cuda_detail::centred_norm_kernel<T><<<dim3(static_cast<unsigned>((t1 - t0 + 7) / 8), static_cast<unsigned>(heads_)),
+                                            256, 0, stream>>>(keys.data, keys.head_stride, keys.token_stride,
+                                                              static_cast<int>(dim()), means_.data(), t0, t1, begin_,
+                                                              cap_, norms_.data());
+      LSHATTN_CUDA_LAUNCHED("centred_norm_kernel");
+    }
   }
   void sort(cudaStream_t stream) {
     const int L = family().tables();
@@ -298,6 +338,7 @@ class cuda_lsh_index {
   cuda_detail::device_buffer<float> means_;
   cuda_detail::device_buffer<std::uint32_t> offsets_, ids_;
   cuda_detail::device_buffer<std::uint16_t> codes_;
+  cuda_detail::device_buffer<float> norms_;
   cuda_detail::device_buffer<double> chunk_sums_;
 };
 
