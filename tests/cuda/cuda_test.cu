@@ -755,7 +755,7 @@ void check_tc_codes(bool with_mean, std::uint64_t seed) {
   };
   std::vector<float> mean(hk * d, 0.0f);
   if (with_mean)
-    for (auto& m : mean) m = static_cast<float>(2.0 * normal());
+    for (auto& m : mean) m = to_float(from_float<T>(static_cast<float>(2.0 * normal())));  // held by T: key = mean gives x = 0
   std::vector<T> keys(hk * n * d);
   for (std::size_t h = 0; h < hk; ++h)
     for (std::size_t t = 0; t < n; ++t) {

@@ -324,7 +324,7 @@ struct hash_tc_args {
   const std::uint16_t* wparts;  ///< [K*L][2][depth] bf16 bits of w1, w2 (zero-padded)
   const float4* wbound;         ///< [K*L] (P1, P2, P3, Q0)
   uint2* list;                  ///< uncertain pairs: (t - t0, head << 16 | plane)
-  unsigned* count;              ///< pairs found (may exceed cap: the rest were decided inline)
+  unsigned long long* count;    ///< pairs found (may exceed cap: the rest were decided inline)
   unsigned cap;
   int planes_per_tile_grid;     ///< plane tiles (blockIdx.x = token tile * this + plane tile)
 };
@@ -539,9 +539,9 @@ __global__ void __launch_bounds__(hash_tc::threads, 3) hash_rows_tc_kernel(const
       const int v = __shfl_up_sync(full, incl, o);
       if (lane >= o) incl += v;
     }
-    unsigned slot0 = 0;
-    if (lane == 31) slot0 = atomicAdd(a.count, static_cast<unsigned>(incl));
-    unsigned slot = __shfl_sync(full, slot0, 31) + static_cast<unsigned>(incl - n_unc);
+    unsigned long long slot0 = 0;
+    if (lane == 31) slot0 = atomicAdd(a.count, static_cast<unsigned long long>(incl));
+    unsigned long long slot = __shfl_sync(full, slot0, 31) + static_cast<unsigned long long>(incl - n_unc);
 #pragma unroll
     for (int w = 0; w < 3; ++w) {
       std::uint32_t f = unc[w];
@@ -585,7 +585,7 @@ __global__ void __launch_bounds__(hash_tc::threads, 3) hash_rows_tc_kernel(const
 template <class T, class Code>
 __global__ void __launch_bounds__(256) hash_fixup_kernel(const __grid_constant__ hash_tc_args<T, Code> a) {
   const hash_rows_args<T, Code>& r = a.r;
-  const unsigned n = min(*a.count, a.cap);
+  const unsigned n = static_cast<unsigned>(min(*a.count, static_cast<unsigned long long>(a.cap)));
   const int lane = threadIdx.x & 31;
   const unsigned nw = gridDim.x * (blockDim.x / 32);
   for (unsigned i = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5); i < n; i += nw) {
@@ -666,7 +666,8 @@ class device_simhash {
       LSHATTN_CUDA_CHECK(cudaMemcpy(wparts_.data(), parts.data(), parts.size() * 2, cudaMemcpyHostToDevice));
       LSHATTN_CUDA_CHECK(cudaMemcpy(wbound_.data(), bounds.data(), P * sizeof(float4), cudaMemcpyHostToDevice));
       count_.reset(1);
-      LSHATTN_CUDA_CHECK(cudaMemset(count_.data(), 0, sizeof(unsigned)));
+      LSHATTN_CUDA_CHECK(cudaMemset(count_.data(), 0, sizeof(unsigned long long)));
+      LSHATTN_CUDA_CHECK(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, dev));
     }
   }
   [[nodiscard]] const hash::simhash<>& family() const noexcept { return family_; }
@@ -679,7 +680,7 @@ class device_simhash {
   /// (synchronising; for tests and benchmarks). Above list_capacity() the
   /// excess was decided inline by the main kernel.
   [[nodiscard]] std::size_t last_uncertain() const {
-    unsigned n = 0;
+    unsigned long long n = 0;
     if (count_.data()) {
       LSHATTN_CUDA_CHECK(cudaDeviceSynchronize());
       LSHATTN_CUDA_CHECK(cudaMemcpy(&n, count_.data(), sizeof n, cudaMemcpyDeviceToHost));
@@ -752,12 +753,13 @@ class device_simhash {
     a.list = list_.data();
     a.count = count_.data();
     a.cap = static_cast<unsigned>(list_.size());
-    LSHATTN_CUDA_CHECK(cudaMemsetAsync(count_.data(), 0, sizeof(unsigned), stream));
+    LSHATTN_CUDA_CHECK(cudaMemsetAsync(count_.data(), 0, sizeof(unsigned long long), stream));
     auto* kernel = hash_rows_tc_kernel<T, Code>;
     LSHATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(tc::smem_bytes)));
     kernel<<<dim3(static_cast<unsigned>(blocks), 1, static_cast<unsigned>(heads)), tc::threads, tc::smem_bytes, stream>>>(a);
     LSHATTN_CUDA_LAUNCHED("hash_rows_tc_kernel");
-    hash_fixup_kernel<T, Code><<<512, 256, 0, stream>>>(a);
+    // A full machine of warps, each looping over list entries (the count is only known on the device).
+    hash_fixup_kernel<T, Code><<<static_cast<unsigned>(std::max(sms_, 1) * 8), 256, 0, stream>>>(a);
     LSHATTN_CUDA_LAUNCHED("hash_fixup_kernel");
   }
 
@@ -770,7 +772,8 @@ class device_simhash {
   // Scratch of the tensor-core path (grown by hash(), a plan-side call): not
   // shared between concurrent hash() calls of one family on two streams.
   mutable device_buffer<uint2> list_;
-  device_buffer<unsigned> count_;
+  device_buffer<unsigned long long> count_;
+  int sms_ = 0;
 };
 
 }  // namespace lshattn::cuda_detail
