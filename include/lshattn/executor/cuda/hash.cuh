@@ -2,7 +2,9 @@
 // SimHash on the GPU with the CPU's codes bit for bit.
 //
 // A bit is defined as [x . w > 0] in exact arithmetic (hash/exact_sign.hpp).
-// Keys: a tiled fp32 kernel computes every x . w with fused multiply-adds; the
+// Keys, large calls (builds): hash_rows_tc_kernel on tensor cores with its own
+// certificate and a float64/exact fix-up of the uncertain pairs (derivation
+// above the kernel). Keys, small calls and unsupported shapes: a tiled fp32 kernel computes every x . w with fused multiply-adds; the
 // computed value differs from the exact one by at most gamma_{d+2} |x| |w|
 // (Higham, Accuracy and Stability of Numerical Algorithms, eq. 3.5, with
 // Cauchy-Schwarz), the same certificate hash_batch() uses. A bit whose value is
@@ -692,6 +694,9 @@ class device_simhash {
   /// Codes of rows [t0, t1) of every head of a device cache, centred by mean
   /// ([heads][dim] device floats, or null). The code of (h, l, t) goes to
   /// codes[h * head_codes + l * table_codes + (t - t0) * token_codes + first].
+  /// path: automatic takes the tensor-core kernels for calls of 4096 rows or
+  /// more where supported; tensor_cores forces them (errc::unsupported where
+  /// not supported); simt forces the fp32 kernel. Every path gives the same codes.
   template <element_type T, class Code>
   void hash(const T* rows, std::size_t heads, std::size_t head_stride, std::size_t token_stride, const float* mean,
             std::size_t t0, std::size_t t1, Code* codes, std::size_t head_codes, std::size_t table_codes,
@@ -722,7 +727,11 @@ class device_simhash {
     a.table_codes = table_codes;
     a.token_codes = token_codes;
     a.first = first;
-    if (tc_ok_ && path != hash_path::simt && heads <= 0xffffu && t1 - t0 <= 0xffffffffu) {
+    // automatic: tensor cores for builds and merges; a few appended tokens
+    // (a decode step's sync) stay on the one-launch fp32 kernel.
+    const bool big = heads * (t1 - t0) >= 4096;
+    if (tc_ok_ && (path == hash_path::tensor_cores || (path == hash_path::automatic && big)) && heads <= 0xffffu &&
+        t1 - t0 <= 0xffffffffu) {
       hash_tensor_cores(a, heads, stream);
       return;
     }
