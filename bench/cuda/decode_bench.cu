@@ -250,6 +250,25 @@ void register_for(pool& p) {
       auto& s = p.seqs[0];
       run_timed(st, "tables/128K", bench_stream, [&](int) { s.index->rebuild_tables(bench_stream); }, 0);
     })->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
+    // The build's hashing alone (same tokens, the index's mean), on both paths;
+    // the tensor-core one also reports its uncertain pairs.
+    for (const auto path : {cuda_detail::hash_path::tensor_cores, cuda_detail::hash_path::simt}) {
+      const bool tc = path == cuda_detail::hash_path::tensor_cores;
+      const std::string name = tc ? "hash/128K" : "hash_simt/128K";
+      benchmark::RegisterBenchmark(("index_hash" + std::string(tc ? "" : "_simt") + "/128K_x_8heads_K10_L150").c_str(),
+                                   [&p, path, name, tc](benchmark::State& st) {
+        auto& s = p.seqs[0];
+        const auto& f = s.index->device_family();
+        const std::size_t L = static_cast<std::size_t>(LP.L), t0 = 4, t1 = p.n - 64, n = t1 - t0;
+        cuda_detail::device_buffer<std::uint16_t> codes(HK * L * n);
+        run_timed(st, name, bench_stream, [&](int) {
+          f.hash<bf16, std::uint16_t>(s.k.data(), HK, p.n * D, D, s.index->view().mean, t0, t1, codes.data(), L * n, n, 1,
+                                      0, bench_stream, path);
+        }, 0);
+        if (tc) st.counters["uncertain_pairs"] = static_cast<double>(f.last_uncertain());
+        st.counters["TFLOPS_3terms"] = tc ? 3.0 * 2.0 * double(HK) * n * 1600 * 128 / (medians[name] * 1e-3) / 1e12 : 0.0;
+      })->UseManualTime()->Iterations(10)->Unit(benchmark::kMicrosecond);
+    }
   }
 }
 
@@ -311,5 +330,8 @@ int main(int argc, char** argv) {
   if (medians.count("build/128K")) std::printf("index build 128K x 8 heads: %.3f ms\n", medians["build/128K"]);
   if (medians.count("tables/128K"))
     std::printf("  of which the table build (sort): %.3f ms\n", medians["tables/128K"]);
+  if (medians.count("hash/128K"))
+    std::printf("  of which hashing: %.3f ms on tensor cores, %.3f ms on the fp32 kernel\n", medians["hash/128K"],
+                medians["hash_simt/128K"]);
   return 0;
 }
