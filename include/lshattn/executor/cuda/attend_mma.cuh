@@ -33,7 +33,8 @@
 
 namespace lshattn::cuda_detail {
 
-template <int D, int G, class TQ, class T>
+/// Gather: the step attends LSH-listed rows (short gathered runs per block).
+template <int D, int G, class TQ, class T, bool Gather = false>
 struct attend_mma_shape {
   static_assert(std::is_same_v<T, bf16>, "attend_mma_kernel: bf16 K/V only");
   static_assert(D == 64 || D == 128, "attend_mma_kernel: head_dim 64 or 128");
@@ -46,8 +47,14 @@ struct attend_mma_shape {
   // 2 (D = 128) or 3 (D = 64) resident blocks per SM, each warp keeping
   // stages - 1 tiles (K and V) in flight while it computes: 128 KB (D = 128)
   // or 144 KB (D = 64) of loads in flight per SM at the steady state.
-  static constexpr int stages = D == 128 ? 3 : 4;
-  static constexpr int blocks_per_sm = D == 128 ? 2 : 3;
+  // Gathered rows at head_dim 128 with 16-bit queries (168 registers, no
+  // spills): three blocks per SM with two stages each. Measured on the H200
+  // at 128K, LSH step b8/b32: 0.187/0.684 ms against 0.209/0.778 ms with two
+  // blocks of three stages; the exact step was the same at b8/b32 and 9%
+  // slower at b1 that way, so it keeps two blocks of three stages.
+  static constexpr bool wide = Gather && D == 128 && sizeof(TQ) == 2;
+  static constexpr int stages = wide ? 2 : D == 128 ? 3 : 4;
+  static constexpr int blocks_per_sm = wide ? 3 : D == 128 ? 2 : 3;
   static constexpr std::size_t kv_bytes = static_cast<std::size_t>(warps) * stages * 2 * tile_bytes;
   static constexpr std::size_t mask_bytes = static_cast<std::size_t>(warps) * stages * rows * 4;
   static constexpr std::size_t smem_bytes = kv_bytes + 2 * mask_bytes + D * 4;  // masks, then row norms
@@ -55,8 +62,8 @@ struct attend_mma_shape {
 };
 
 /// Resident attend_mma_kernel blocks per SM (shared memory bound), for choosing a.splits.
-template <int D>
-inline constexpr int attend_mma_blocks_per_sm = attend_mma_shape<D, 8, float, bf16>::blocks_per_sm;
+template <int D, class TQ, bool Gather>
+inline constexpr int attend_mma_blocks_per_sm = attend_mma_shape<D, 8, TQ, bf16, Gather>::blocks_per_sm;
 
 namespace mma_detail {
 
@@ -122,10 +129,11 @@ __device__ __forceinline__ bool any_nonfinite16(const uint4& w) {
 
 }  // namespace mma_detail
 
-template <int D, int G, class TQ, class T>
-__global__ void __launch_bounds__(attend_mma_shape<D, G, TQ, T>::threads, attend_mma_shape<D, G, TQ, T>::blocks_per_sm)
+template <int D, int G, class TQ, class T, bool Gather>
+__global__ void __launch_bounds__(attend_mma_shape<D, G, TQ, T, Gather>::threads,
+                                  attend_mma_shape<D, G, TQ, T, Gather>::blocks_per_sm)
     attend_mma_kernel(const __grid_constant__ step_args<TQ, T> a) {
-  using S = attend_mma_shape<D, G, TQ, T>;
+  using S = attend_mma_shape<D, G, TQ, T, Gather>;
   using namespace mma_detail;
   constexpr int R = S::rows, W = S::warps, CH = S::chunks, ST = S::stages, KS = D / 16, NB = D / 8;
   constexpr bool q_lo = std::is_same_v<TQ, float>;  // bf16 and fp16 queries fit in hi + mid exactly
@@ -402,10 +410,10 @@ __global__ void __launch_bounds__(attend_mma_shape<D, G, TQ, T>::threads, attend
 
 /// Launches attend_mma_kernel over (a.splits, a.hk, a.nseq), then merge_kernel,
 /// as launch_attend_merge does for attend_kernel.
-template <int D, int G, class TQ, class T>
+template <int D, int G, class TQ, class T, bool Gather = false>
 void launch_attend_mma(const step_args<TQ, T>& a, cudaStream_t stream) {
-  using S = attend_mma_shape<D, G, TQ, T>;
-  auto* kernel = attend_mma_kernel<D, G, TQ, T>;
+  using S = attend_mma_shape<D, G, TQ, T, Gather>;
+  auto* kernel = attend_mma_kernel<D, G, TQ, T, Gather>;
   if constexpr (S::smem_bytes > 48 * 1024)
     LSHATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(S::smem_bytes)));
   // The full shared-memory carveout, so that blocks_per_sm blocks fit beside each other.

@@ -175,8 +175,14 @@ bool uses_tensor_cores(bool allowed) {
 
 template <int D, int G, class TQ, class T>
 void launch_attention(const step_args<TQ, T>& a, bool tensor_cores, cudaStream_t stream) {
-  if constexpr (std::is_same_v<T, bf16>)
-    if (tensor_cores) return launch_attend_mma<D, G>(a, stream);
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (tensor_cores) {
+      // Only where the gather shape differs, so as not to double the instantiations.
+      if constexpr (attend_mma_shape<D, G, TQ, T, true>::wide)
+        if (a.lsh) return launch_attend_mma<D, G, TQ, T, true>(a, stream);
+      return launch_attend_mma<D, G, TQ, T, false>(a, stream);
+    }
+  }
   launch_attend_merge<D, G>(a, stream);
 }
 
@@ -302,7 +308,9 @@ struct cuda_policy {
       // each warp streams enough tiles to fill its pipeline. At least 256
       // rows per block when exact.
       const bool tc = cuda_detail::uses_tensor_cores<TK>(tensor_cores);
-      const int resident = !tc ? 3 : d == 64 ? cuda_detail::attend_mma_blocks_per_sm<64> : cuda_detail::attend_mma_blocks_per_sm<128>;
+      const int resident = !tc ? 3
+                           : d == 64 ? cuda_detail::attend_mma_blocks_per_sm<64, TQ, lsh>
+                                     : cuda_detail::attend_mma_blocks_per_sm<128, TQ, lsh>;
       int splits = static_cast<int>((lsh ? 1 : 2) * static_cast<std::size_t>(resident * sms) / pairs);
       if constexpr (!lsh) splits = std::min<int>(splits, static_cast<int>((nmax + 255) / 256));
       a.splits = std::clamp(splits, 1, cuda_detail::max_splits);

@@ -92,52 +92,37 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-/// Heads per query_hash_kernel thread (fp32 accumulators in registers),
-/// threads per block, and the shared-memory budget for a block's planes.
-inline constexpr int hash_heads_per_block = 16;
+/// Heads per query_hash_kernel thread (8 fp32 accumulators in registers) and
+/// threads per block.
+inline constexpr int hash_heads_per_block = 8;
 inline constexpr int query_hash_threads = 128;
-inline constexpr std::size_t query_hash_plane_bytes = 64 * 1024;
 
-/// 4-byte asynchronous copy global -> shared (cp.async; any alignment of 4).
-__device__ __forceinline__ void cp_async4(void* smem, const void* gmem) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(gmem));
-}
-
-/// Grid (table blocks, requests, head groups of 16). A block first copies its
-/// tables' hyperplanes into shared memory with every load in flight at once
-/// (loading them column by column from global memory kept the kernel
-/// latency-bound: 21 us at 128K/b8 on the H200), then thread p computes the
-/// dots of plane p with 16 query heads in fp32 (the queries transposed in
-/// shared memory: one j is four 16-byte broadcasts). A bit is certified when
-/// the fp32 value is farther from 0 than Higham's bound for an FMA
-/// recursion, gamma_d sum |q_j w_j| <= gamma_d |q| |w| (Accuracy and
+/// Grid (table blocks, requests, head groups of 8). Thread p of a block owns
+/// hyperplane p of its tables and computes its dot with 8 query heads in fp32
+/// (the plane's column is read once per j for all 8; the queries sit
+/// transposed in shared memory, so one j is two 16-byte broadcasts). A bit is
+/// certified when the fp32 value is farther from 0 than Higham's bound for
+/// an FMA recursion, gamma_d sum |q_j w_j| <= gamma_d |q| |w| (Accuracy and
 /// Stability of Numerical Algorithms, eq. 3.5, with Cauchy-Schwarz); |q| is
 /// a float64 sum, |w| an fp32 sum of squares whose own error (at most
 /// gamma_d |w|^2) is covered by dividing by 1 - gamma_d. On N(0, I) data
 /// about 1e-4 of the dots fail it; those are recomputed in float64 (exact
-/// products) with hash.cuh's certificate and exact fallback. (The float64
-/// kernel this replaces took 37 us, ncu: 0.28 instructions issued per
-/// scheduler cycle, 18% achieved occupancy.)
+/// products) with hash.cuh's certificate and exact fallback. (ncu at 128K/b8
+/// on the H200: the float64 kernel this replaces took 37 us, latency-bound
+/// with 0.28 instructions issued per scheduler cycle; this one 21 us. A
+/// variant staging each block's planes in shared memory with cp.async and 16
+/// heads per thread took 29 us: half the blocks.)
 template <class TQ, class T>
 __global__ void __launch_bounds__(query_hash_threads) query_hash_kernel(const __grid_constant__ step_args<TQ, T> a,
                                                                         int tables_per_block) {
   constexpr int HB = hash_heads_per_block;
-  // [d][HB] floats (transposed queries), [HB] doubles (norms), [d][planes] floats, [HB][planes] bits
-  extern __shared__ float4 qs4[];
+  extern __shared__ float4 qs4[];  // [d][HB] floats (transposed queries), [HB] doubles (norms), [HB][planes] bits
+  float* qt = reinterpret_cast<float*>(qs4);
+  double* qnorm = reinterpret_cast<double*>(qt + HB * a.d);
+  unsigned char* bits = reinterpret_cast<unsigned char*>(qnorm + HB);
   const seq_desc<TQ, T>& s = a.seq[blockIdx.y];
   const int d = a.d, K = a.K, L = a.L, P = K * L, h0 = blockIdx.z * HB, nh = min(HB, a.hq - h0);
   const int l0 = blockIdx.x * tables_per_block, nt = min(tables_per_block, L - l0), pb = nt * K;
-  const int pstride = tables_per_block * K;
-  float* qt = reinterpret_cast<float*>(qs4);
-  double* qnorm = reinterpret_cast<double*>(qt + HB * d);
-  float* wt = reinterpret_cast<float*>(qnorm + HB);
-  unsigned char* bits = reinterpret_cast<unsigned char*>(wt + static_cast<std::size_t>(d) * pstride);
-  for (int e = threadIdx.x; e < d * pb; e += blockDim.x) {
-    const int j = e / pb, pp = e % pb;
-    cp_async4(wt + j * pstride + pp, s.idx.planes_t + static_cast<std::size_t>(j) * P + l0 * K + pp);
-  }
-  cp_async_commit();
   for (int e = threadIdx.x; e < HB * d; e += blockDim.x) {
     const int h = e / d, j = e % d;  // heads past nh are zero rows: their bits are never stored
     qt[j * HB + h] = h < nh ? to_float(s.q[(h0 + h) * s.q_stride + j]) : 0.0f;
@@ -153,25 +138,26 @@ __global__ void __launch_bounds__(query_hash_threads) query_hash_kernel(const __
       if (lane == 0) qnorm[h] = sqrt(n2);
     }
   }
-  cp_async_wait<0>();
   __syncthreads();
   const double gamma = 0x1p-24 * (d + 2) / (1.0 - 0x1p-24 * (d + 2));
   for (int pp = threadIdx.x; pp < pb; pp += blockDim.x) {
-    const float* w = wt + pp;
+    const int p = l0 * K + pp;
+    const float* w = s.idx.planes_t + p;
     float acc[HB], w2 = 0.0f;
 #pragma unroll
     for (int h = 0; h < HB; ++h) acc[h] = 0.0f;
-#pragma unroll 4
+#pragma unroll 8
     for (int j = 0; j < d; ++j) {
-      const float wj = w[j * pstride];
-#pragma unroll
-      for (int q = 0; q < HB / 4; ++q) {
-        const float4 x = qs4[j * (HB / 4) + q];
-        acc[4 * q] = fmaf(x.x, wj, acc[4 * q]);
-        acc[4 * q + 1] = fmaf(x.y, wj, acc[4 * q + 1]);
-        acc[4 * q + 2] = fmaf(x.z, wj, acc[4 * q + 2]);
-        acc[4 * q + 3] = fmaf(x.w, wj, acc[4 * q + 3]);
-      }
+      const float wj = w[static_cast<std::size_t>(j) * P];
+      const float4 lo = qs4[j * 2], hi = qs4[j * 2 + 1];
+      acc[0] = fmaf(lo.x, wj, acc[0]);
+      acc[1] = fmaf(lo.y, wj, acc[1]);
+      acc[2] = fmaf(lo.z, wj, acc[2]);
+      acc[3] = fmaf(lo.w, wj, acc[3]);
+      acc[4] = fmaf(hi.x, wj, acc[4]);
+      acc[5] = fmaf(hi.y, wj, acc[5]);
+      acc[6] = fmaf(hi.z, wj, acc[6]);
+      acc[7] = fmaf(hi.w, wj, acc[7]);
       w2 = fmaf(wj, wj, w2);
     }
     const double wnorm = sqrt(static_cast<double>(w2) / (1.0 - gamma)) * 1.0001;  // margin for the sqrt's rounding
@@ -185,12 +171,13 @@ __global__ void __launch_bounds__(query_hash_threads) query_hash_kernel(const __
       } else {  // rare: float64 with exact products, then exactly
         double s64 = 0.0, mag = 0.0;
         for (int j = 0; j < d; ++j) {
-          const double v = static_cast<double>(qt[j * HB + h]) * w[j * pstride];
+          const double v = static_cast<double>(qt[j * HB + h]) * w[static_cast<std::size_t>(j) * P];
           s64 += v;
           mag += fabs(v);
         }
         bit = certified_positive(
-            s64, mag, d, [&](int j) { return qt[j * HB + h]; }, [&](int j) { return w[j * pstride]; });
+            s64, mag, d, [&](int j) { return qt[j * HB + h]; },
+            [&](int j) { return w[static_cast<std::size_t>(j) * P]; });
       }
       bits[h * pb + pp] = bit ? 1 : 0;
     }
@@ -209,16 +196,10 @@ __global__ void __launch_bounds__(query_hash_threads) query_hash_kernel(const __
 template <class TQ, class T>
 inline void launch_query_hash(const step_args<TQ, T>& a, cudaStream_t stream) {
   constexpr int hb = hash_heads_per_block, ht = query_hash_threads;
-  const std::size_t col = static_cast<std::size_t>(a.d) * a.K * 4;  // one table's planes
-  int tpb = a.K >= ht ? 1 : ht / a.K;
-  tpb = static_cast<int>(std::max<std::size_t>(1, std::min<std::size_t>(tpb, query_hash_plane_bytes / col)));
-  const std::size_t smem = hb * static_cast<std::size_t>(a.d) * 4 + hb * 8 + col * tpb +
-                           hb * static_cast<std::size_t>(tpb * a.K);
-  auto* kernel = query_hash_kernel<TQ, T>;
-  if (smem > 48 * 1024)
-    LSHATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  const int tpb = a.K >= ht ? 1 : ht / a.K;
+  const std::size_t smem = hb * static_cast<std::size_t>(a.d) * 4 + hb * 8 + hb * static_cast<std::size_t>(tpb * a.K);
   const dim3 grid((a.L + tpb - 1) / tpb, a.nseq, static_cast<unsigned>((a.hq + hb - 1) / hb));
-  kernel<<<grid, ht, smem, stream>>>(a, tpb);
+  query_hash_kernel<TQ, T><<<grid, ht, smem, stream>>>(a, tpb);
 }
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
