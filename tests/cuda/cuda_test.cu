@@ -341,7 +341,7 @@ TEST_CASE("cuda query hashing: the conformance suite's codes check through the d
     cuda_detail::step_args<float, bf16> a{};
     a.seq[0].q = xd.data();
     a.seq[0].q_stride = ld;
-    a.seq[0].idx.planes_t = df.planes_t();
+    a.seq[0].idx.planes = df.planes();
     a.nseq = 1;
     a.hq = static_cast<int>(n);
     a.d = static_cast<int>(f.dim());

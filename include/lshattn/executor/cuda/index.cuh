@@ -402,7 +402,7 @@ struct index_view {
   const std::uint16_t* codes = nullptr;
   std::uint32_t begin = 0, end = 0, csr_end = 0;
   std::uint32_t cap = 0;
-  const float* planes_t = nullptr;  ///< [dim][K*L] hyperplanes, transposed
+  const float* planes = nullptr;    ///< [K*L][dim] hyperplanes (query hashing)
   const float* knorm = nullptr;     ///< [heads][cap] |key - mean| of token begin + i
 };
 
@@ -552,7 +552,7 @@ class cuda_lsh_index {
   [[nodiscard]] cuda_detail::index_view view() const noexcept {
     return {means_.data(), offsets_.data(), ids_.data(), codes_.data(), static_cast<std::uint32_t>(begin_),
             static_cast<std::uint32_t>(end_), static_cast<std::uint32_t>(csr_end_), static_cast<std::uint32_t>(cap_),
-            family_.planes_t(), norms_.data()};
+            family_.planes(), norms_.data()};
   }
 
   /// Host copies for tests and inspection (synchronising).

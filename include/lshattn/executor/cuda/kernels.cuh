@@ -99,8 +99,9 @@ inline constexpr int query_hash_threads = 128;
 
 /// Grid (table blocks, requests, head groups of 8). Thread p of a block owns
 /// hyperplane p of its tables and computes its dot with 8 query heads in fp32
-/// (the plane's column is read once per j for all 8; the queries sit
-/// transposed in shared memory, so one j is two 16-byte broadcasts). A bit is
+/// (the plane is read once for all 8, 32 elements at a time as eight 16-byte
+/// loads in flight; the queries sit transposed in shared memory, so one j is
+/// two 16-byte broadcasts). A bit is
 /// certified when the fp32 value is farther from 0 than Higham's bound for
 /// an FMA recursion, gamma_d sum |q_j w_j| <= gamma_d |q| |w| (Accuracy and
 /// Stability of Numerical Algorithms, eq. 3.5, with Cauchy-Schwarz); |q| is
@@ -111,7 +112,8 @@ inline constexpr int query_hash_threads = 128;
 /// on the H200: the float64 kernel this replaces took 37 us, latency-bound
 /// with 0.28 instructions issued per scheduler cycle; this one 21 us. A
 /// variant staging each block's planes in shared memory with cp.async and 16
-/// heads per thread took 29 us: half the blocks.)
+/// heads per thread took 29 us: half the blocks. Both read the transposed
+/// planes a column element at a time.)
 template <class TQ, class T>
 __global__ void __launch_bounds__(query_hash_threads) query_hash_kernel(const __grid_constant__ step_args<TQ, T> a,
                                                                         int tables_per_block) {
@@ -121,7 +123,7 @@ __global__ void __launch_bounds__(query_hash_threads) query_hash_kernel(const __
   double* qnorm = reinterpret_cast<double*>(qt + HB * a.d);
   unsigned char* bits = reinterpret_cast<unsigned char*>(qnorm + HB);
   const seq_desc<TQ, T>& s = a.seq[blockIdx.y];
-  const int d = a.d, K = a.K, L = a.L, P = K * L, h0 = blockIdx.z * HB, nh = min(HB, a.hq - h0);
+  const int d = a.d, K = a.K, L = a.L, h0 = blockIdx.z * HB, nh = min(HB, a.hq - h0);
   const int l0 = blockIdx.x * tables_per_block, nt = min(tables_per_block, L - l0), pb = nt * K;
   for (int e = threadIdx.x; e < HB * d; e += blockDim.x) {
     const int h = e / d, j = e % d;  // heads past nh are zero rows: their bits are never stored
@@ -142,13 +144,11 @@ __global__ void __launch_bounds__(query_hash_threads) query_hash_kernel(const __
   const double gamma = 0x1p-24 * (d + 2) / (1.0 - 0x1p-24 * (d + 2));
   for (int pp = threadIdx.x; pp < pb; pp += blockDim.x) {
     const int p = l0 * K + pp;
-    const float* w = s.idx.planes_t + p;
+    const float* w = s.idx.planes + static_cast<std::size_t>(p) * d;  // row-major [K*L][d]
     float acc[HB], w2 = 0.0f;
 #pragma unroll
     for (int h = 0; h < HB; ++h) acc[h] = 0.0f;
-#pragma unroll 8
-    for (int j = 0; j < d; ++j) {
-      const float wj = w[static_cast<std::size_t>(j) * P];
+    const auto add = [&](int j, float wj) {
       const float4 lo = qs4[j * 2], hi = qs4[j * 2 + 1];
       acc[0] = fmaf(lo.x, wj, acc[0]);
       acc[1] = fmaf(lo.y, wj, acc[1]);
@@ -159,6 +159,25 @@ __global__ void __launch_bounds__(query_hash_threads) query_hash_kernel(const __
       acc[6] = fmaf(hi.z, wj, acc[6]);
       acc[7] = fmaf(hi.w, wj, acc[7]);
       w2 = fmaf(wj, wj, w2);
+    };
+    if ((d & 3) == 0) {  // rows 16-byte aligned (the buffer is, and d floats are a multiple of 16 bytes)
+      for (int j0 = 0; j0 < d; j0 += 32) {
+        const int n4 = min(8, (d - j0) >> 2);
+        float4 wv[8];
+#pragma unroll
+        for (int k = 0; k < 8; ++k)
+          if (k < n4) wv[k] = __ldg(reinterpret_cast<const float4*>(w + j0) + k);
+#pragma unroll
+        for (int k = 0; k < 8; ++k)
+          if (k < n4) {
+            add(j0 + 4 * k, wv[k].x);
+            add(j0 + 4 * k + 1, wv[k].y);
+            add(j0 + 4 * k + 2, wv[k].z);
+            add(j0 + 4 * k + 3, wv[k].w);
+          }
+      }
+    } else {
+      for (int j = 0; j < d; ++j) add(j, w[j]);
     }
     const double wnorm = sqrt(static_cast<double>(w2) / (1.0 - gamma)) * 1.0001;  // margin for the sqrt's rounding
 #pragma unroll
@@ -171,13 +190,13 @@ __global__ void __launch_bounds__(query_hash_threads) query_hash_kernel(const __
       } else {  // rare: float64 with exact products, then exactly
         double s64 = 0.0, mag = 0.0;
         for (int j = 0; j < d; ++j) {
-          const double v = static_cast<double>(qt[j * HB + h]) * w[static_cast<std::size_t>(j) * P];
+          const double v = static_cast<double>(qt[j * HB + h]) * w[j];
           s64 += v;
           mag += fabs(v);
         }
         bit = certified_positive(
             s64, mag, d, [&](int j) { return qt[j * HB + h]; },
-            [&](int j) { return w[static_cast<std::size_t>(j) * P]; });
+            [&](int j) { return w[j]; });
       }
       bits[h * pb + pp] = bit ? 1 : 0;
     }
@@ -192,7 +211,7 @@ __global__ void __launch_bounds__(query_hash_threads) query_hash_kernel(const __
 }
 
 /// Query codes of every request and head of `a` into a.qcodes (reads a.seq[i].q,
-/// q_stride and idx.planes_t, and a.nseq, hq, d, K, L).
+/// q_stride and idx.planes, and a.nseq, hq, d, K, L).
 template <class TQ, class T>
 inline void launch_query_hash(const step_args<TQ, T>& a, cudaStream_t stream) {
   constexpr int hb = hash_heads_per_block, ht = query_hash_threads;
