@@ -7,8 +7,9 @@
 //                       products, certified, else decided exactly).
 //   select_kernel       per (request, KV head, token chunk): count every
 //                       query head's collisions with the chunk's tokens in
-//                       shared-memory bit planes over the L buckets and the
-//                       unsorted tail, keep the tokens that collide in at
+//                       shared-memory bit planes over the chunk's slice of
+//                       its L buckets (the table build's per-chunk bucket
+//                       starts) and the unsorted tail, keep the tokens that collide in at
 //                       least m tables (MagicPIG's m-of-L rule, Chen et al.
 //                       2024, section 4), and append the union of the group's
 //                       sets to the KV head's list, each token with the mask
