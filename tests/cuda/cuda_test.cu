@@ -253,8 +253,8 @@ TEST_CASE("host: the fixed-point exact dot sign equals hash::exact_dot_sign" * d
 // budget, fit a block's shared memory, and are as long as needed to keep the
 // grid within one wave of resident blocks and no longer (one sort chunk
 // fewer would not fit, except where a chunk is a whole request or at the
-// planes' limit); clusters only where allowed and the unclustered grid would
-// leave SMs without a block. Plus the 128K-token cases the kernel was
+// planes' limit); clusters only where allowed, the unclustered grid would
+// leave SMs without a block and the clustered one fits in a wave. Plus the 128K-token cases the kernel was
 // designed for (8 KV heads, group 4, K = 10, L = 150, m = 2).
 TEST_CASE("host: the selection's plan of chunks and clusters" * doctest::test_suite("host")) {
   namespace cd = cuda_detail;
@@ -292,9 +292,17 @@ TEST_CASE("host: the selection's plan of chunks and clusters" * doctest::test_su
                   const std::size_t by_smem = per_sm / (cd::select_smem_bytes(heads, m, L, c) + 1024);
                   CHECK(shorter > static_cast<std::size_t>(sms) * std::clamp<std::size_t>(by_smem, 1, cd::select_blocks_per_sm));
                 }
+                CHECK(pl.wave == wave);
+                const auto one = cd::plan_select(span, pairs, G, m, L, sms, per_sm, per_block, false);
                 if (pl.clustered) {
-                  const auto one = cd::plan_select(span, pairs, G, m, L, sms, per_sm, per_block, false);
                   CHECK(one.blocks < static_cast<std::size_t>(sms));
+                  CHECK(pl.blocks <= pl.wave);
+                }
+                if (cl && G > 1 && one.blocks < static_cast<std::size_t>(sms)) {
+                  const auto alt = cd::plan_chunks(span, pairs, G, m, L, sms, per_sm, per_block, true);
+                  CHECK(pl.clustered == (alt.blocks <= alt.wave));
+                } else {
+                  CHECK(!pl.clustered);
                 }
               }
   // 128K tokens, 8 KV heads, group 4, L = 150, m = 2 on 132 SMs: batch 8 gives
