@@ -247,6 +247,77 @@ TEST_CASE("host: the fixed-point exact dot sign equals hash::exact_dot_sign" * d
 // elsewhere) must stay within 2e-5 of ln u: the ~1e-5 budget the output
 // tolerance above is derived from, doubled for the table's float entries.
 // Values below ln DBL_MIN are floored, as estimator::lsh does.
+// The selection's plan (cuda_detail::plan_select), for H200-like and small
+// devices: chunks cover the longest request, are whole sort chunks aligned
+// to the index's begin unless the planes of one sort chunk exceed the
+// budget, fit a block's shared memory, and are as long as needed to keep the
+// grid within one wave of resident blocks and no longer (one sort chunk
+// fewer would not fit, except where a chunk is a whole request or at the
+// planes' limit); clusters only where allowed, the unclustered grid would
+// leave SMs without a block and the clustered one fits in a wave. Plus the 128K-token cases the kernel was
+// designed for (8 KV heads, group 4, K = 10, L = 150, m = 2).
+TEST_CASE("host: the selection's plan of chunks and clusters" * doctest::test_suite("host")) {
+  namespace cd = cuda_detail;
+  constexpr std::size_t sc = cd::sort_chunk;
+  for (const int sms : {132, 16})
+    for (const std::size_t span : {std::size_t{1}, std::size_t{8192}, std::size_t{8193}, std::size_t{100000},
+                                   std::size_t{131072}, std::size_t{1} << 20})
+      for (const std::size_t pairs : {std::size_t{1}, std::size_t{8}, std::size_t{64}, std::size_t{128}})
+        for (const int G : {1, 4, 8})
+          for (const int m : {1, 2, 8, 14})
+            for (const int L : {20, 150})
+              for (const bool cl : {false, true}) {
+                INFO("sms " << sms << " span " << span << " pairs " << pairs << " G " << G << " m " << m << " L " << L
+                            << " clusters " << cl);
+                const std::size_t per_sm = 233472, per_block = 232448;
+                const auto pl = cd::plan_select(span, pairs, G, m, L, sms, per_sm, per_block, cl);
+                const int heads = pl.clustered ? 1 : G;
+                CHECK((!pl.clustered || (cl && G > 1)));
+                CHECK(pl.chunk % 32 == 0);
+                CHECK(pl.parts == (span + pl.chunk - 1) / pl.chunk);
+                CHECK(pl.blocks == pl.parts * pairs * (pl.clustered ? G : 1));
+                const std::size_t smem = cd::select_smem_bytes(heads, m, L, pl.chunk);
+                CHECK(smem + 2048 <= per_block);
+                CHECK(static_cast<std::size_t>(heads) * m * (pl.chunk / 8) <= cd::select_plane_bytes);
+                const bool planes_fit = static_cast<std::size_t>(heads) * m * sc / 8 <= cd::select_plane_bytes;
+                if (planes_fit) CHECK(pl.chunk % sc == 0);
+                const std::size_t unit = planes_fit ? sc : pl.chunk;
+                const std::size_t wave = static_cast<std::size_t>(sms) *
+                                         std::clamp<std::size_t>(per_sm / (smem + 1024), 1, cd::select_blocks_per_sm);
+                const bool whole = pl.chunk >= span, at_cap = static_cast<std::size_t>(heads) * m * ((pl.chunk + unit) / 8) > cd::select_plane_bytes;
+                CHECK((pl.blocks <= wave || whole || at_cap));
+                if (pl.chunk > unit) {  // one unit shorter would not fit in a wave
+                  const std::size_t c = pl.chunk - unit;
+                  const std::size_t shorter = (span + c - 1) / c * pairs * (pl.clustered ? G : 1);
+                  const std::size_t by_smem = per_sm / (cd::select_smem_bytes(heads, m, L, c) + 1024);
+                  CHECK(shorter > static_cast<std::size_t>(sms) * std::clamp<std::size_t>(by_smem, 1, cd::select_blocks_per_sm));
+                }
+                CHECK(pl.wave == wave);
+                const auto one = cd::plan_select(span, pairs, G, m, L, sms, per_sm, per_block, false);
+                if (pl.clustered) {
+                  CHECK(one.blocks < static_cast<std::size_t>(sms));
+                  CHECK(pl.blocks <= pl.wave);
+                }
+                if (cl && G > 1 && one.blocks < static_cast<std::size_t>(sms)) {
+                  const auto alt = cd::plan_chunks(span, pairs, G, m, L, sms, per_sm, per_block, true);
+                  CHECK(pl.clustered == (alt.blocks <= alt.wave));
+                } else {
+                  CHECK(!pl.clustered);
+                }
+              }
+  // 128K tokens, 8 KV heads, group 4, L = 150, m = 2 on 132 SMs: batch 8 gives
+  // 64 pairs, 4 chunks of 32768 tokens (256 blocks, 2 per SM); batch 1 gives
+  // 8 pairs, clustered, 8 chunks of 16384 (256 blocks of one head).
+  const auto b8 = cd::plan_select(131072, 64, 4, 2, 150, 132, 233472, 232448, true);
+  CHECK(b8.chunk == 4 * sc);
+  CHECK(b8.parts == 4);
+  CHECK(!b8.clustered);
+  const auto b1 = cd::plan_select(131072, 8, 4, 2, 150, 132, 233472, 232448, true);
+  CHECK(b1.chunk == 2 * sc);
+  CHECK(b1.parts == 8);
+  CHECK(b1.clustered);
+}
+
 TEST_CASE("host: the interpolated inclusion table is within 2e-5 of ln u" * doctest::test_suite("host")) {
   for (const lsh_params lp : {lsh_params{10, 150, 2, 0}, lsh_params{6, 30, 3, 0}, lsh_params{4, 12, 1, 0},
                               lsh_params{12, 300, 5, 0}, lsh_params{4, 30, 8, 0}}) {
@@ -506,6 +577,80 @@ TEST_CASE("cuda decode, estimator::lsh: groups of 8 and 2, float and fp16, head_
     // per block), 48K otherwise (two heads), so both kernels count in chunks.
     batch_fixture<fp16, fp16> f({100000, 3000}, 4, 2, 128, 52);
     compare_lsh(f, lsh_params{4, 30, 8, 43});
+  }
+}
+
+// The selection cut into many chunks of whole sort chunks (each block reads
+// its own slice of every bucket), on a long cache with an unsorted tail that
+// straddles a chunk boundary (the plan's chunks are 1 or 2 sort chunks on an
+// H200 here, and every boundary of either is one of 16384 tokens): one
+// long request alone (small batch: clusters on sm_90, the finest chunks),
+// then the same request among 15 short ones (16 requests x 2 KV heads:
+// longer chunks to stay within a wave). The outputs are poisoned and both
+// kernel sets run (compare()). Then a group of 8 with m = 13, whose planes
+// over a sort chunk exceed the budget: chunks of fewer tokens than a sort
+// chunk, each block dropping the ids of its sort chunks outside its range.
+TEST_CASE("cuda decode, estimator::lsh: a long cache in many select chunks, a tail across a chunk boundary") {
+  const decode_params p;
+  const auto plan_of = [](std::size_t span, std::size_t pairs, int G, int m, int L) {
+    return cuda_detail::plan_select(span, pairs, G, m, L, cuda_detail::device_sm_count(),
+                                    cuda_detail::device_smem_per_sm(), cuda_detail::device_smem_per_block(),
+                                    cuda_detail::device_major() >= 9);
+  };
+  const auto run = [&](auto& f, const lsh_params& lp, std::size_t csr, std::size_t indexed) {
+    const std::size_t nb = f.seqs.size();
+    std::vector<lsh_index<>> cpu;
+    std::vector<cuda_lsh_index> gpu;
+    std::vector<const lsh_index<>*> hp;
+    std::vector<const cuda_lsh_index*> dp;
+    std::size_t nmax = 0;
+    for (std::size_t i = 0; i < nb; ++i) {
+      cpu.emplace_back(f.d, f.hk, lp);
+      gpu.emplace_back(f.d, f.hk, lp);
+      nmax = std::max(nmax, f.seqs[i].n);
+    }
+    for (std::size_t i = 0; i < nb; ++i) {
+      const std::size_t n = f.seqs[i].n, end = i == 0 ? p.sink + indexed : n - p.window;
+      const std::size_t mid = i == 0 ? p.sink + csr : end - 100;  // every request with a tail
+      cpu[i].build(f.hkeys(i), p.sink, mid);
+      gpu[i].build(f.dkeys(i), p.sink, mid);
+      cpu[i].append(f.hkeys(i), end);
+      gpu[i].append(f.dkeys(i), end);
+      REQUIRE(gpu[i].tail_size() == end - mid);
+      hp.push_back(&cpu[i]);
+      dp.push_back(&gpu[i]);
+    }
+    const auto plan = plan_of(indexed, nb * f.hk, static_cast<int>(f.hq / f.hk), lp.m, lp.L);
+    INFO("plan (clustered allowed): chunk " << plan.chunk << " tokens, " << plan.parts << " parts, clustered "
+                                           << plan.clustered);
+    cuda_workspace ws(cuda.workspace_bytes_for(nb, f.hq, f.hk, f.d, nmax, lp.L, true));
+    compare(f, estimator::lsh{}, p, hp, dp, ws);
+  };
+  // The long request: sorted up to 7 x 16384 - 100 tokens past the sink, a
+  // tail of 200 tokens after that (< max_tail: not merged).
+  const std::size_t csr = 7 * 16384 - 100, indexed = csr + 200, n = p.sink + indexed + p.window;
+  const lsh_params lp{8, 20, 2, 61};
+  SUBCASE("bf16, group 4, one request of 114,856 tokens") {
+    batch_fixture<bf16, bf16> f({n}, 8, 2, 128, 61);
+    run(f, lp, csr, indexed);
+  }
+  SUBCASE("bf16, group 4, 16 requests: the long one and 15 of 2,100 to 3,500 tokens") {
+    std::vector<std::size_t> ns{n};
+    for (std::size_t i = 1; i < 16; ++i) ns.push_back(2000 + 100 * i);
+    batch_fixture<bf16, bf16> f(ns, 8, 2, 128, 62);
+    run(f, lp, csr, indexed);
+  }
+  SUBCASE("bf16, group 8, K = 2, m = 13 of 24: chunks shorter than a sort chunk") {
+    const std::size_t csr2 = 3 * 8192 - 50, indexed2 = csr2 + 120;
+    batch_fixture<bf16, bf16> f({p.sink + indexed2 + p.window}, 8, 1, 128, 63);
+    const lsh_params lp2{2, 24, 13, 64};  // 8 x 13 planes of 8192 tokens exceed 96 KB; K = 2 so that some keys pass
+    const auto plan = plan_of(indexed2, 1, 8, lp2.m, lp2.L);
+    CHECK(plan.clustered == (cuda_detail::device_major() >= 9));
+    const auto one = cuda_detail::plan_select(indexed2, 1, 8, lp2.m, lp2.L, cuda_detail::device_sm_count(),
+                                              cuda_detail::device_smem_per_sm(), cuda_detail::device_smem_per_block(),
+                                              false);
+    CHECK(one.chunk % cuda_detail::sort_chunk != 0);  // the unaligned path runs (with_clusters(false))
+    run(f, lp2, csr2, indexed2);
   }
 }
 

@@ -111,6 +111,20 @@ inline int device_major() {
   return major;
 }
 
+inline std::size_t device_smem_per_sm() {
+  int dev = 0, bytes = 0;
+  LSHATTN_CUDA_CHECK(cudaGetDevice(&dev));
+  LSHATTN_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
+  return static_cast<std::size_t>(bytes);
+}
+
+inline std::size_t device_smem_per_block() {
+  int dev = 0, bytes = 0;
+  LSHATTN_CUDA_CHECK(cudaGetDevice(&dev));
+  LSHATTN_CUDA_CHECK(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  return static_cast<std::size_t>(bytes);
+}
+
 inline int device_sm_count() {
   int dev = 0, sms = 0;
   LSHATTN_CUDA_CHECK(cudaGetDevice(&dev));
@@ -136,9 +150,9 @@ void launch_attend_merge(const step_args<TQ, T>& a, cudaStream_t stream) {
   LSHATTN_CUDA_LAUNCHED("merge_kernel");
 }
 
-/// select_kernel over `parts` token chunks of every (request, KV head):
-/// clustered, a cluster of G blocks (a query head each) per chunk; otherwise
-/// one block of all G heads per chunk.
+/// select_kernel over `parts` token chunks of a.chunk tokens of every
+/// (request, KV head): clustered, a cluster of G blocks (a query head each)
+/// per chunk; otherwise one block of all G heads per chunk.
 template <class TQ, class T>
 void launch_select(const step_args<TQ, T>& a, std::size_t parts, bool clustered, cudaStream_t stream) {
   const std::size_t smem = select_smem_bytes(clustered ? 1 : a.group, a.m, a.L, a.chunk);
@@ -331,29 +345,17 @@ struct cuda_policy {
           LSHATTN_CUDA_LAUNCHED("inclusion_table_kernel");
           a.inc_table = t;
         }
-        // Token chunks whose m bit planes per block fit 96 KB of shared
-        // memory (two blocks per SM); every chunk block reads the whole
-        // buckets (ids in a bucket are unordered) and counts its own ids.
-        // On sm_90 a cluster of G blocks shares a chunk, a head per block.
+        // Token chunks of whole sort chunks, each block reading only its own
+        // slice of every bucket; as few as keep a wave of resident blocks
+        // (cuda_detail::plan_select).
         std::size_t span = 0;
         for (std::size_t i = 0; i < nb; ++i) span = std::max<std::size_t>(span, a.seq[i].idx.end - a.seq[i].idx.begin);
-        const auto chunk_max = [&](int heads) {  // tokens whose planes fit select_plane_bytes
-          return std::max<std::size_t>(32, cuda_detail::select_plane_bytes * 8 / (static_cast<std::size_t>(heads) * a.m) / 32 * 32);
-        };
-        const auto parts_of = [&](int heads) {
-          const std::size_t c = chunk_max(heads);
-          return std::max<std::size_t>(1, (span + c - 1) / c);
-        };
-        // Clusters pay when the one-block-per-group grid leaves SMs idle
-        // (they give G times the blocks, each a G-th of the walk) and the
-        // clustered grid still has no more blocks than SMs (measured at
-        // 128K: 35 vs 55 us at batch 1, but 90 vs 62 us at batch 8).
-        const bool clustered = clusters && cuda_detail::device_major() >= 9 &&
-                               parts_of(1) * a.group * a.hk * nb <= static_cast<std::size_t>(sms);
-        const int heads = clustered ? 1 : a.group;
-        const std::size_t parts = parts_of(heads);
-        a.chunk = static_cast<std::uint32_t>(((span + parts - 1) / parts + 31) / 32 * 32);
-        if (span) cuda_detail::launch_select(a, parts, clustered, stream);
+        if (span) {
+          const auto plan = cuda_detail::plan_select(span, nb * hk, a.group, a.m, a.L, sms, cuda_detail::device_smem_per_sm(),
+                                                     cuda_detail::device_smem_per_block(), clusters && cuda_detail::device_major() >= 9);
+          a.chunk = static_cast<std::uint32_t>(plan.chunk);
+          cuda_detail::launch_select(a, plan.parts, plan.clustered, stream);
+        }
       }
       if (d == 64) cuda_detail::dispatch_group<64>(a, tc, stream);
       else cuda_detail::dispatch_group<128>(a, tc, stream);

@@ -18,6 +18,15 @@
 //                           attention kernels need it for every sampled row's
 //                           ln u, and computing it there from the gathered row
 //                           cost about half of a sampled tile's instructions
+//   starts  [h][l][S][B]    S = ceil((csr_end - begin) / sort_chunk) sort
+//                           chunks: starts[h][l][c][b] is the first slot in
+//                           ids of bucket b's tokens from sort chunk c (tokens
+//                           [begin + c sort_chunk, begin + (c + 1) sort_chunk)),
+//                           so bucket b's ids inside sort chunks [c0, c1) are
+//                           ids[starts[c0][b], c1 < S ? starts[c1][b] :
+//                           offsets[b + 1]). The table build's scratch, kept
+//                           (and carried over by reserve()) so that the decode
+//                           step's selection reads only its own token range.
 // Tokens [csr_end, end) are the tail: appended after the last sort, scanned
 // linearly by retrieval, merged by a counting sort once more than max_tail of
 // them accumulate. Memory: L * 6 + 4 bytes per token per KV head, plus the
@@ -404,6 +413,11 @@ struct index_view {
   std::uint32_t cap = 0;
   const float* planes = nullptr;    ///< [K*L][dim] hyperplanes (query hashing)
   const float* knorm = nullptr;     ///< [heads][cap] |key - mean| of token begin + i
+  /// [heads][L][sort_chunks][B]: first slot in ids of each bucket's tokens
+  /// from each sort chunk of sort_chunk tokens, counted from begin (see the
+  /// top of this file); sort_chunks = ceil((csr_end - begin) / sort_chunk).
+  const std::uint32_t* chunk_starts = nullptr;
+  std::uint32_t sort_chunks = 0;
 };
 
 }  // namespace cuda_detail
@@ -471,6 +485,9 @@ class cuda_lsh_index {
       LSHATTN_CUDA_CHECK(cudaMemcpy2D(ids.data(), tokens * 4, ids_.data(), cap_ * 4, (csr_end_ - begin_) * 4, per,
                                       cudaMemcpyDeviceToDevice));
     }
+    if (built_ && sorted_chunks() > 0)  // the sorted part's chunk starts: [table][sorted_chunks()][B], packed
+      LSHATTN_CUDA_CHECK(cudaMemcpy(counts.data(), counts_.data(), per * sorted_chunks() * family().buckets() * 4,
+                                    cudaMemcpyDeviceToDevice));
     codes_ = std::move(codes);
     ids_ = std::move(ids);
     norms_ = std::move(norms);
@@ -548,11 +565,17 @@ class cuda_lsh_index {
     sort(stream);
   }
 
+  /// Sort chunks of the sorted part [begin(), csr_end): the chunk starts'
+  /// second extent (index_view::chunk_starts).
+  [[nodiscard]] std::size_t sorted_chunks() const noexcept {
+    return (csr_end_ - begin_ + cuda_detail::sort_chunk - 1) / cuda_detail::sort_chunk;
+  }
+
   /// The plain-pointer form the kernels take.
   [[nodiscard]] cuda_detail::index_view view() const noexcept {
     return {means_.data(), offsets_.data(), ids_.data(), codes_.data(), static_cast<std::uint32_t>(begin_),
             static_cast<std::uint32_t>(end_), static_cast<std::uint32_t>(csr_end_), static_cast<std::uint32_t>(cap_),
-            family_.planes(), norms_.data()};
+            family_.planes(), norms_.data(), counts_.data(), static_cast<std::uint32_t>(sorted_chunks())};
   }
 
   /// Host copies for tests and inspection (synchronising).

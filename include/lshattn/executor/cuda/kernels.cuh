@@ -7,8 +7,9 @@
 //                       products, certified, else decided exactly).
 //   select_kernel       per (request, KV head, token chunk): count every
 //                       query head's collisions with the chunk's tokens in
-//                       shared-memory bit planes over the L buckets and the
-//                       unsorted tail, keep the tokens that collide in at
+//                       shared-memory bit planes over the chunk's slice of
+//                       its L buckets (the table build's per-chunk bucket
+//                       starts) and the unsorted tail, keep the tokens that collide in at
 //                       least m tables (MagicPIG's m-of-L rule, Chen et al.
 //                       2024, section 4), and append the union of the group's
 //                       sets to the KV head's list, each token with the mask
@@ -28,6 +29,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstddef>
@@ -237,37 +239,123 @@ __device__ __forceinline__ const T* cluster_map(const T* p, unsigned rank) {
 }
 #endif
 
-inline constexpr int select_threads = 1024;
+inline constexpr int select_threads = 512;
+inline constexpr int select_blocks_per_sm = 2;                // launch bound (<= 64 registers per thread)
 inline constexpr std::size_t select_plane_bytes = 96 * 1024;  // shared memory for the count planes of one block
 
-/// Shared-memory bytes of a select_kernel block holding `heads` query heads:
-/// their count planes over the chunk, then their bucket starts and sizes.
-inline std::size_t select_smem_bytes(int heads, int m, int L, std::uint32_t chunk) {
-  return static_cast<std::size_t>(heads) * m * (chunk / 32) * 4 + static_cast<std::size_t>(heads) * L * 8;
+/// Shared-memory bytes of a select_kernel block holding `heads` query heads
+/// of L tables: per (head, table) bucket the 64-bit ids index of its slice,
+/// then the count planes over the chunk, the slices' exclusive prefix sums
+/// (nb + 1), the query codes and the head of each bucket.
+constexpr std::size_t select_smem_bytes(int heads, int m, int L, std::size_t chunk) {
+  const std::size_t nb = static_cast<std::size_t>(heads) * L;
+  return nb * 8 + static_cast<std::size_t>(heads) * m * (chunk / 32) * 4 + (nb + 1) * 4 + nb * 2 + nb;
 }
 
-/// Grid (G x token chunks or token chunks, KV heads, requests); a.chunk
-/// tokens per block (a multiple of 32). Counts are kept as m bit planes per
-/// query head: plane j holds "at least j + 1 collisions", and an arrival that
-/// finds its bit already set in plane j moves on to plane j + 1 (atomicOr
-/// returns the old word, so concurrent arrivals serialise per bit). Plane
-/// m - 1 is then exactly the m-of-L set, m bits per token per head instead of
-/// a counter. The union of the group's sets is then compacted, with each
-/// token's head mask, into the KV head's list: one global atomic per block,
-/// the tokens of a block's words in ascending order.
+/// How the selection is cut: `parts` chunks of `chunk` tokens per (request,
+/// KV head), counted from each index's begin(); clustered: a cluster of G
+/// blocks (a query head each) per chunk.
+struct select_plan {
+  std::size_t chunk = 0, parts = 0;
+  bool clustered = false;
+  std::size_t blocks = 0;  ///< grid size
+  std::size_t wave = 0;    ///< blocks resident at once on the device
+};
+
+/// The chunks for requests of at most `span` indexed tokens, `pairs` (request,
+/// KV head) pairs, GQA group G, m planes, L tables, on `sms` SMs with
+/// `smem_per_sm` bytes of shared memory each and at most `smem_per_block`
+/// per block (the opt-in limit).
+///
+/// Chunks are whole sort chunks (index.cuh's table build), so that a block
+/// reads exactly its own slice of every bucket (the chunk starts), unless the
+/// m planes of G heads over one sort chunk exceed select_plane_bytes (G m >
+/// 96): then chunks are as long as the planes allow and a block reads the
+/// sort chunks it overlaps, dropping ids outside its range. The work of a
+/// (request, KV head) is fixed (each id is read once), so the number of
+/// chunks only trades per-block fixed costs (bucket bounds, the scan, the
+/// compaction and its global atomic) against idle SMs: as few chunks as keep
+/// one full wave of resident blocks (select_blocks_per_sm per SM, fewer when
+/// shared memory is short), as many as one per sort chunk. When even one
+/// chunk per sort chunk leaves SMs without a block (short caches, small
+/// batches), sm_90 runs clusters of G blocks, one query head each, G times
+/// the blocks for the same work, provided they fit in one wave (the previous
+/// design measured clusters slower once their grid outgrew the SMs: 90 vs
+/// 62 us at 128K, batch 8).
+inline select_plan plan_chunks(std::size_t span, std::size_t pairs, int G, int m, int L, int sms,
+                               std::size_t smem_per_sm, std::size_t smem_per_block, bool clustered) {
+  const int heads = clustered ? 1 : G;
+  // Planes within select_plane_bytes and, with the bucket slices, within a
+  // block's limit (less 2 KB for the static arrays).
+  const std::size_t fixed = select_smem_bytes(heads, m, L, 0) + 2048;
+  const std::size_t budget = std::min(select_plane_bytes, smem_per_block > fixed ? smem_per_block - fixed : 0);
+  const std::size_t cap = std::max<std::size_t>(32, budget * 8 / (static_cast<std::size_t>(heads) * m) / 32 * 32);
+  const std::size_t unit = std::min<std::size_t>(cap, sort_chunk);
+  const std::size_t units = std::max<std::size_t>(1, (span + unit - 1) / unit);
+  const std::size_t cmax = std::max<std::size_t>(1, cap / unit), width = clustered ? G : 1;
+  const auto blocks = [&](std::size_t c) { return (units + c - 1) / c * width * pairs; };
+  const auto wave = [&](std::size_t c) {
+    const std::size_t by_smem = smem_per_sm / (select_smem_bytes(heads, m, L, c * unit) + 1024);
+    return static_cast<std::size_t>(sms) * std::clamp<std::size_t>(by_smem, 1, select_blocks_per_sm);
+  };
+  std::size_t c = 1;
+  while (c < cmax && c < units && blocks(c) > wave(c)) ++c;
+  select_plan p;
+  p.chunk = c * unit;
+  p.parts = (units + c - 1) / c;
+  p.clustered = clustered;
+  p.blocks = blocks(c);
+  p.wave = wave(c);
+  return p;
+}
+
+/// plan_chunks for the unclustered kernel, or for clusters where allowed
+/// (sm_90), the unclustered grid leaves SMs without a block and the clustered
+/// one fits in a wave.
+inline select_plan plan_select(std::size_t span, std::size_t pairs, int G, int m, int L, int sms,
+                               std::size_t smem_per_sm, std::size_t smem_per_block, bool clusters_ok) {
+  const select_plan one = plan_chunks(span, pairs, G, m, L, sms, smem_per_sm, smem_per_block, false);
+  if (clusters_ok && G > 1 && one.blocks < static_cast<std::size_t>(sms)) {
+    const select_plan cl = plan_chunks(span, pairs, G, m, L, sms, smem_per_sm, smem_per_block, true);
+    if (cl.blocks <= cl.wave) return cl;
+  }
+  return one;
+}
+
+/// Grid (G x chunks or chunks, KV heads, requests); a.chunk tokens per block
+/// (a multiple of 32). Counts are kept as m bit planes per query head: plane
+/// j holds "at least j + 1 collisions", and an arrival that finds its bit
+/// already set in plane j moves on to plane j + 1 (atomicOr returns the old
+/// word, so concurrent arrivals serialise per bit). Plane m - 1 is then
+/// exactly the m-of-L set, m bits per token per head instead of a counter.
+///
+/// The block reads only the ids of its own sort chunks in each of its heads'
+/// L buckets (index_view::chunk_starts; ids ascend within a bucket, so they
+/// are one run per bucket). The runs are concatenated by a block scan of
+/// their lengths and split evenly over the warps, 32 consecutive items per
+/// warp step (a coalesced load); a lane finds its item's bucket by walking
+/// the prefix sums forward (a binary search once at the start), so that no
+/// lane idles on a short run whatever the bucket sizes. The unsorted tail in
+/// the chunk is counted by a thread per token over every table, its counts in
+/// registers (tail tokens get no other counts, so only plane m - 1 is set).
+/// The union of the group's sets is then compacted, with each token's head
+/// mask, into the KV head's list: one global atomic per block, the tokens of
+/// a block's words in ascending order.
 ///
 /// Clustered (sm_90): a thread block cluster of G blocks per chunk, block g
-/// counting query head g alone (a quarter of the bucket walk at G = 4, and G
-/// times the blocks); after a cluster barrier each block compacts a G-th of
-/// the chunk's words, reading the other heads' planes through distributed
-/// shared memory. Otherwise one block counts all G heads of its chunk.
+/// counting query head g alone; after a cluster barrier each block compacts a
+/// G-th of the chunk's words, reading the other heads' planes through
+/// distributed shared memory. Otherwise one block counts all G heads of its
+/// chunk.
 template <class TQ, class T, bool Clustered>
-__global__ void __launch_bounds__(select_threads) select_kernel(const __grid_constant__ step_args<TQ, T> a) {
-  extern __shared__ std::uint32_t planes[];  // [heads][m][chunk / 32], then first[heads * L], size[heads * L]
-  __shared__ std::uint32_t warp_sums[select_threads / 32][2];
-  __shared__ std::uint32_t base;
+__global__ void __launch_bounds__(select_threads, select_blocks_per_sm)
+    select_kernel(const __grid_constant__ step_args<TQ, T> a) {
+  extern __shared__ uint4 select_smem[];  // see select_smem_bytes
   constexpr int NT = select_threads, NW = NT / 32;
-  const int G = a.group, m = a.m, L = a.L, kvh = blockIdx.y, sq = blockIdx.z;
+  __shared__ std::uint32_t warp_sums[NW][2];
+  __shared__ std::uint32_t scan_sums[NW];
+  __shared__ std::uint32_t list_base;
+  const int G = a.group, m = a.m, L = a.L, B = a.B, kvh = blockIdx.y, sq = blockIdx.z;
   const int rank = Clustered ? static_cast<int>(blockIdx.x) % G : 0;  // the block's head (clustered)
   const int part = Clustered ? static_cast<int>(blockIdx.x) / G : static_cast<int>(blockIdx.x);
   const int h0 = Clustered ? rank : 0, heads = Clustered ? 1 : G;
@@ -278,17 +366,43 @@ __global__ void __launch_bounds__(select_threads) select_kernel(const __grid_con
   const std::uint32_t t1 = min(ix.end, t0 + a.chunk), span = t1 - t0, WS = a.chunk / 32, W = (span + 31) / 32;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nb = heads * L;
   const std::size_t hstride = static_cast<std::size_t>(m) * WS;  // words per head
-  std::uint32_t* first = planes + heads * hstride;
-  std::uint32_t* size = first + nb;
+  std::uint64_t* slice = reinterpret_cast<std::uint64_t*>(select_smem);  // [nb] ids index of item 0 (see below)
+  std::uint32_t* planes = reinterpret_cast<std::uint32_t*>(slice + nb);  // [heads][m][WS]
+  std::uint32_t* pre = planes + heads * hstride;                         // [nb + 1] items before bucket e
+  std::uint16_t* qc = reinterpret_cast<std::uint16_t*>(pre + nb + 1);   // [nb] query code of bucket e
+  std::uint8_t* hd = reinterpret_cast<std::uint8_t*>(qc + nb);          // [nb] head of bucket e
   for (std::uint32_t w = tid; w < heads * hstride; w += NT) planes[w] = 0;
+
+  // Sort chunks [c0, c1) overlap [t0, t1) (all of them, and only them, when
+  // the chunk is whole sort chunks); their ids of bucket b are one run.
+  const std::uint32_t S = ix.sort_chunks, sc = static_cast<std::uint32_t>(sort_chunk);
+  const std::uint32_t c0 = (t0 - ix.begin) / sc, c1 = min(S, (t1 - ix.begin + sc - 1) / sc);
   const std::uint32_t* codes = a.qcodes + (static_cast<std::size_t>(sq) * a.hq + kvh * G + h0) * L;  // [heads][L]
   for (int e = tid; e < nb; e += NT) {
-    const std::size_t tab = static_cast<std::size_t>(kvh) * L + e % L;
-    const std::uint32_t* off = ix.offsets + tab * (a.B + 1) + codes[e];
-    first[e] = off[0];
-    size[e] = off[1] - off[0];
+    const int h = e / L, l = e - h * L;
+    const std::uint32_t code = codes[e];
+    const std::size_t tab = static_cast<std::size_t>(kvh) * L + l;
+    std::uint32_t lo = 0, hi = 0;
+    if (c0 < c1) {
+      const std::uint32_t* st = ix.chunk_starts + tab * S * B + code;
+      lo = st[static_cast<std::size_t>(c0) * B];
+      hi = c1 < S ? st[static_cast<std::size_t>(c1) * B] : ix.offsets[tab * (B + 1) + code + 1];
+    }
+    slice[e] = tab * ix.cap + lo;
+    pre[e] = hi - lo;
+    qc[e] = static_cast<std::uint16_t>(code);
+    hd[e] = static_cast<std::uint8_t>(h);
   }
+  if (tid == 0) pre[nb] = 0;
   __syncthreads();
+  block_exclusive_scan<NT>(pre, nb + 1, scan_sums);
+  __syncthreads();
+  // Item i of the concatenation (pre[e] <= i < pre[e + 1]) is ids[slice[e] + i]
+  // (mod 2^64: slice[e] may wrap below zero).
+  for (int e = tid; e < nb; e += NT) slice[e] -= pre[e];
+  __syncthreads();
+  const std::uint32_t total = pre[nb];
+
   // One collision of a plane's head with token `id`, branch-free so that a
   // warp never splits: an id outside the chunk ORs a zero into a word of
   // its own; the planes are climbed while any lane still carries its bit.
@@ -304,45 +418,58 @@ __global__ void __launch_bounds__(select_threads) select_kernel(const __grid_con
       if (!__any_sync(0xffffffffu, bit)) break;
     }
   };
-  // A warp walks BU buckets at a time with U loads per lane each, so that
-  // BU * U independent loads are in flight (a bucket holds ~n / 2^K ids).
-  constexpr int BU = 4, U = 4;
-  for (int e0 = warp * BU; e0 < nb; e0 += NW * BU) {
-    std::uint32_t id[BU][U], sz[BU];
-    const std::uint32_t* src[BU];
-    std::uint32_t* hp[BU];
-#pragma unroll
-    for (int b = 0; b < BU; ++b) {
-      const int e = min(e0 + b, nb - 1);
-      sz[b] = e0 + b < nb ? size[e] : 0u;
-      src[b] = ix.ids + (static_cast<std::size_t>(kvh) * L + e % L) * ix.cap + first[e];
-      hp[b] = planes + (e / L) * hstride;
+  {
+    // Warp w takes items [i_begin, i_end), 32 consecutive ones per step and U
+    // steps' loads in flight; trip counts are warp-uniform.
+    constexpr int U = 4;
+    const std::uint32_t per_warp = (total + NW * 32 - 1) / (NW * 32) * 32;
+    const std::uint32_t i_begin = min(total, warp * per_warp), i_end = min(total, i_begin + per_warp);
+    int e = 0;  // the bucket of item i_begin + lane: pre[e] <= i < pre[e + 1]
+    {
+      const std::uint32_t i = i_begin + lane;
+      int lo = 0, hi = nb;
+      while (hi - lo > 1) {
+        const int mid = (lo + hi) >> 1;
+        if (pre[mid] <= i) lo = mid;
+        else hi = mid;
+      }
+      e = lo;
+    }
+    std::uint32_t next = pre[e + 1];
+    for (std::uint32_t i0 = i_begin; i0 < i_end; i0 += U * 32) {
+      std::uint32_t id[U];
+      std::uint32_t* hp[U];
 #pragma unroll
       for (int u = 0; u < U; ++u) {
-        const std::uint32_t i = u * 32 + lane;
-        id[b][u] = i < sz[b] ? src[b][i] : t0 - 1u;  // t0 - 1 is outside every chunk
+        const std::uint32_t i = i0 + u * 32 + lane;
+        const bool ok = i < i_end;
+        if (ok)
+          while (next <= i) next = pre[++e + 1];  // stops at e + 1 = nb at the latest (pre[nb] = total > i)
+        hp[u] = planes + hd[e] * hstride;
+        id[u] = ok ? ix.ids[slice[e] + i] : t0 - 1u;  // t0 - 1 is outside every chunk
       }
+#pragma unroll
+      for (int u = 0; u < U; ++u) add(hp[u], id[u]);
     }
-#pragma unroll
-    for (int b = 0; b < BU; ++b)
-#pragma unroll
-      for (int u = 0; u < U; ++u) add(hp[b], id[b][u]);
-#pragma unroll
-    for (int b = 0; b < BU; ++b)  // the rest of buckets longer than U * 32 (warp-uniform trip counts)
-      for (std::uint32_t i0 = U * 32; i0 < sz[b]; i0 += 32) {
-        const std::uint32_t i = i0 + lane;
-        add(hp[b], i < sz[b] ? src[b][i] : t0 - 1u);
-      }
   }
-  if (ix.csr_end < t1) {  // the unsorted tail: a code compare per token
+  if (ix.csr_end < t1) {  // the unsorted tail: a thread per token, every table, counts in registers
     const std::uint32_t a0 = max(ix.csr_end, t0);
-    for (int e = warp; e < nb; e += NW) {
-      const std::uint32_t code = codes[e];
-      const std::uint16_t* tail_codes = ix.codes + (static_cast<std::size_t>(kvh) * L + e % L) * ix.cap;
-      for (std::uint32_t u0 = a0; u0 < t1; u0 += 32) {
-        const std::uint32_t t = u0 + lane;
-        add(planes + (e / L) * hstride, t < t1 && tail_codes[t - ix.begin] == code ? t : t0 - 1u);
+    const std::uint16_t* tail_codes = ix.codes + static_cast<std::size_t>(kvh) * L * ix.cap;
+    for (std::uint32_t t = a0 + tid; t < t1; t += NT) {
+      std::uint32_t cnt[8] = {};
+      const std::uint16_t* tc = tail_codes + (t - ix.begin);
+#pragma unroll 8
+      for (int l = 0; l < L; ++l) {
+        const std::uint32_t c = tc[static_cast<std::size_t>(l) * ix.cap];
+#pragma unroll
+        for (int h = 0; h < 8; ++h)
+          if (h < heads) cnt[h] += c == qc[h * L + l] ? 1u : 0u;
       }
+      const std::uint32_t r = t - t0;
+#pragma unroll
+      for (int h = 0; h < 8; ++h)
+        if (h < heads && cnt[h] >= m_planes)
+          atomicOr(planes + h * hstride + (m - 1) * WS + (r >> 5), 1u << (r & 31));
     }
   }
 
@@ -389,17 +516,17 @@ __global__ void __launch_bounds__(select_threads) select_kernel(const __grid_con
   __syncthreads();
   const std::size_t slot = static_cast<std::size_t>(sq) * a.hk + kvh;
   if (warp == 0) {
-    const std::uint32_t v = warp_sums[lane][0];
-    std::uint32_t pv = warp_sums[lane][1], x = v;
+    const std::uint32_t v = lane < NW ? warp_sums[lane][0] : 0u;
+    std::uint32_t pv = lane < NW ? warp_sums[lane][1] : 0u, x = v;
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
       const std::uint32_t y = __shfl_up_sync(0xffffffffu, x, o);
       if (lane >= o) x += y;
     }
     for (int o = 16; o; o >>= 1) pv += __shfl_xor_sync(0xffffffffu, pv, o);
-    warp_sums[lane][0] = x - v;  // exclusive prefix of the warps
+    if (lane < NW) warp_sums[lane][0] = x - v;  // exclusive prefix of the warps
     if (lane == 31) {
-      base = x ? atomicAdd(a.list_count + slot, x) : 0u;
+      list_base = x ? atomicAdd(a.list_count + slot, x) : 0u;
       if (x) {
         atomicAdd(a.stats + 2 * sq, static_cast<unsigned long long>(x));
         atomicAdd(a.stats + 2 * sq + 1, static_cast<unsigned long long>(pv));
@@ -410,7 +537,7 @@ __global__ void __launch_bounds__(select_threads) select_kernel(const __grid_con
   if (mine) {
     std::uint32_t* list = a.lists + slot * a.nmax;
     std::uint8_t* lmask = a.list_masks + slot * a.nmax;
-    std::uint32_t at = base + warp_sums[warp][0] + (incl - mine);
+    std::uint32_t at = list_base + warp_sums[warp][0] + (incl - mine);
     for (std::uint32_t w = w0; w < w1; ++w) {
       std::uint32_t u = 0;
       for (int h = 0; h < G; ++h) u |= top[h][w];
