@@ -1138,6 +1138,66 @@ TEST_CASE("cuda hashing, tensor cores: codes equal simhash's for bf16, fp16 and 
   check_tc_codes<float>(false, 105);
 }
 
+// The tensor-core kernel's tiling edges, against simhash bit for bit on
+// poisoned codes: K that does not divide the 80-plane tile (padding columns in
+// every tile, tables straddling the bit words), a last plane tile with fewer
+// tables, dims of one and two 64-wide k chunks and one not a multiple of 16,
+// a range [t0, t1) not starting at 0 with a partial last 128-token block,
+// padded head and token strides, 32-bit codes at a K of 32 and a column
+// offset (first); and a call large enough (4 x 17000 rows at d = 64) that
+// one block runs every plane tile (one plane group on a 132-SM H200).
+template <class Code>
+void check_tc_edges(std::size_t d, int K, int L, std::size_t heads, std::size_t n_all, std::size_t t0, std::size_t t1,
+                    std::uint64_t seed) {
+  const hash::simhash<> f(d, K, L, seed);
+  cuda_detail::device_simhash df(f);
+  REQUIRE(df.tensor_cores_supported());
+  random::philox_engine r(seed, 9);
+  const std::size_t ts = d + 8, hs = n_all * ts + 40;  // padded strides
+  std::vector<bf16> keys(heads * hs);
+  std::vector<float> mean(heads * d);
+  for (auto& m : mean) m = static_cast<float>(r.uniform() - 0.5);
+  for (auto& k : keys) k = from_float<bf16>(static_cast<float>(4.0 * r.uniform() - 2.0));
+  dev<bf16> kd(keys);
+  dev<float> md(mean);
+  const std::size_t n = t1 - t0, first = 3, token_codes = 2, table_codes = n * token_codes + 5, head_codes = L * table_codes + 7;
+  dev<Code> cd(heads * head_codes);
+  cd.poison();
+  df.hash<bf16, Code>(kd.data(), heads, hs, ts, md.data(), t0, t1, cd.data(), head_codes, table_codes, token_codes, first,
+                      nullptr, cuda_detail::hash_path::tensor_cores);
+  const auto got = cd.host();
+  std::size_t bad = 0, checked = 0;
+  std::vector<float> x(d);
+  std::vector<std::uint32_t> want(L);
+  for (std::size_t h = 0; h < heads; ++h)
+    for (std::size_t t = t0; t < t1; ++t) {
+      for (std::size_t j = 0; j < d; ++j) x[j] = to_float(keys[h * hs + t * ts + j]) - mean[h * d + j];
+      f.hash(x.data(), want.data());
+      for (int l = 0; l < L; ++l) {
+        bad += got[h * head_codes + l * table_codes + (t - t0) * token_codes + first] != static_cast<Code>(want[l]);
+        ++checked;
+      }
+    }
+  INFO("d " << d << ", K " << K << ", L " << L << ", heads " << heads << ", rows [" << t0 << ", " << t1 << ")");
+  CHECK(bad == 0);
+  CHECK(checked == heads * n * static_cast<std::size_t>(L));
+  // Slots between the codes stay poisoned (0xff bytes).
+  std::size_t touched = 0;
+  for (std::size_t h = 0; h < heads; ++h)
+    for (int l = 0; l < L; ++l)
+      for (std::size_t t = 0; t < n; ++t) touched += got[h * head_codes + l * table_codes + t * token_codes + first + 1] != static_cast<Code>(~Code{0});
+  CHECK(touched == 0);
+}
+
+TEST_CASE("cuda hashing, tensor cores: tile edges (K not dividing the tile, short dims, offset ranges, strides)") {
+  check_tc_edges<std::uint16_t>(128, 10, 30, 2, 700, 37, 700, 201);  // 663 rows: 5 full blocks + 23
+  check_tc_edges<std::uint16_t>(64, 7, 40, 3, 400, 0, 300, 202);     // 11 tables per tile (77 planes), 4 tiles
+  check_tc_edges<std::uint16_t>(100, 13, 20, 1, 1000, 100, 999, 203);  // two k chunks, 6 tables per tile
+  check_tc_edges<std::uint32_t>(128, 32, 7, 2, 300, 1, 300, 204);   // 2 tables (64 planes) per tile, codes of 32 bits
+  check_tc_edges<std::uint32_t>(48, 3, 61, 1, 200, 0, 129, 205);    // d = 48: 3 of 4 k16 steps of a chunk are padding
+  check_tc_edges<std::uint16_t>(64, 7, 40, 4, 17000, 0, 17000, 206);  // 532 blocks of 128 rows: one plane group
+}
+
 TEST_CASE("cuda hashing, tensor cores: N(0, I) keys, uncertain pairs found and fixed up, counts as the bound predicts") {
   const std::size_t n = 20000, d = 128;
   const hash::simhash<> f(d, 10, 150, 0x77);

@@ -219,12 +219,18 @@ __device__ __forceinline__ bool certified_positive(double s, double mag, int d, 
 
 namespace hash_tc {
 
-inline constexpr int tokens = 64;    // block tile: tokens
-inline constexpr int planes = 160;   // block tile: hyperplanes (whole tables of K)
+inline constexpr int tokens = 128;   // block: tokens, split once and kept in shared memory
+inline constexpr int planes = 80;    // plane tile (whole tables of K); a block loops over its plane tiles
 inline constexpr int depth = 128;    // k extent: rows are zero-padded to it
-inline constexpr int kchunk = 64;    // k staged in shared memory at a time
-inline constexpr int threads = 128;  // 4 warps: 2 (tokens) x 2 (planes), 32 x 80 each
-inline constexpr int warp_planes = 80;
+inline constexpr int kchunk = 64;    // k of the planes staged in shared memory at a time (2 stages)
+inline constexpr int threads = 256;  // 8 warps: 4 (tokens) x 2 (planes), 32 x 40 each
+inline constexpr int warp_tokens = 32;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+inline constexpr int min_blocks = 1;  // sm_8x: at most 164 KB of shared memory per SM, one block
+#else
+inline constexpr int min_blocks = 2;  // sm_90: two blocks per SM (128 registers a thread)
+#endif
+inline constexpr int warp_planes = 40;
 inline constexpr double rho = 0x1p-17;
 
 /// kappa of the derivation above.
@@ -295,15 +301,22 @@ LSHATTN_HOST_DEVICE void row_factors(float s1, float s2, float s3, float sx, flo
   out[3] = 0x1p-120f * (12.0f * (std::sqrt(sx + tiny) * up) + 128.0f);
 }
 
-/// Dynamic shared memory of hash_rows_tc_kernel.
-inline constexpr std::size_t smem_bytes = 2u * tokens * kchunk * 2 + 2u * planes * kchunk * 2 + tokens * 16 +
-                                          planes * 16 + tokens * 6 * 4;
+/// Dynamic shared memory of hash_rows_tc_kernel: the block's split keys (x1, x2
+/// over the whole depth), two stages of plane parts, row factors, two tiles'
+/// plane factors and two tiles' bit words (4 per token). 115200 bytes: two
+/// blocks per SM on sm_90 (228 KB).
+inline constexpr std::size_t smem_bytes = 2u * tokens * depth * 2 + 2u * 2 * planes * kchunk * 2 + tokens * 16u +
+                                          2u * planes * 16 + 2u * tokens * 4 * 4;
 
 __device__ __forceinline__ void ldsm_x4(std::uint32_t (&r)[4], const void* p) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(p));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(s));
+}
+__device__ __forceinline__ void ldsm_x2(std::uint32_t (&r)[2], const void* p) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(s));
 }
 __device__ __forceinline__ void mma_bf16(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std::uint32_t b1) {
   asm volatile(
@@ -328,7 +341,10 @@ struct hash_tc_args {
   uint2* list;                  ///< uncertain pairs: (t - t0, head << 16 | plane)
   unsigned long long* count;    ///< pairs found (may exceed cap: the rest were decided inline)
   unsigned cap;
-  int planes_per_tile_grid;     ///< plane tiles (blockIdx.x = token tile * this + plane tile)
+  float4 wmax;                  ///< componentwise maximum of wbound over all planes (the epilogue's screen)
+  int plane_tiles;              ///< plane tiles of r.tables_per_tile tables
+  int tiles_per_group;          ///< plane tiles per block (blockIdx.y: group of plane tiles)
+  int kchunks;                  ///< k chunks of hash_tc::kchunk holding the dim (the rest is zero)
 };
 
 /// OR bit into *c, whatever the code word's width (16-bit codes through their 32-bit word).
@@ -360,106 +376,156 @@ __device__ bool decide_serial(const hash_rows_args<T, Code>& a, int head, std::s
   return certified_positive(s, mag, a.dim, [&](int j) { return centred(row, mean, j); }, [&](int j) { return w[j]; });
 }
 
+// One block: 128 tokens of one head against the plane tiles of its group
+// (blockIdx.y). The keys are centred and split once, at the start, into x1, x2
+// over the whole depth (shared memory, for every plane tile), with the row
+// factors of the bound summed in the order the derivation's a_k were always
+// summed (two threads per row, each over 32-element halves of 64-wide chunks).
+// The plane parts stream through two cp.async stages of 64 k, one chunk ahead,
+// across plane tiles. After a tile's last chunk each warp decides its 32 x 40
+// values: a screen against the bound with the largest plane factors (a
+// per-row constant, >= every plane's bound, so "above it" implies "certain"
+// under the exact rule) settles almost all; the rest take the per-plane
+// bound, which alone decides, so the certain set, the bits and the list are
+// what the per-plane test gives everywhere.
 template <class T, class Code>
-__global__ void __launch_bounds__(hash_tc::threads, 3) hash_rows_tc_kernel(const __grid_constant__ hash_tc_args<T, Code> a) {
+__global__ void __launch_bounds__(hash_tc::threads, hash_tc::min_blocks) hash_rows_tc_kernel(const __grid_constant__ hash_tc_args<T, Code> a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   using namespace hash_tc;
-  constexpr int TT = tokens, TP = planes, KC = kchunk, CH = KC / 8, WP = warp_planes;
+  constexpr int TT = tokens, TP = planes, KC = kchunk, CH = KC / 8, XC = depth / 8, WP = warp_planes, WT = warp_tokens;
+  static_assert(TT == 4 * WT && TP == 2 * WP && WP == 40 && threads == 2 * TT, "warp layout of the epilogue and split");
   constexpr std::uint32_t full = 0xffffffffu;
   extern __shared__ __align__(16) unsigned char smem[];
-  std::uint16_t* xs = reinterpret_cast<std::uint16_t*>(smem);  // [2 parts][TT][KC], 16-byte chunks swizzled
-  std::uint16_t* ws = xs + 2 * TT * KC;                           // [2 parts][TP][KC], same
-  float4* rowb = reinterpret_cast<float4*>(ws + 2 * TP * KC);     // [TT] (a1, a2, a3, R0)
-  float4* colb = rowb + TT;                                       // [TP] (P1, P2, P3, Q0)
-  std::uint32_t* bits = reinterpret_cast<std::uint32_t*>(colb + TP);  // [TT][2 warp columns][3 words]
+  std::uint16_t* xs = reinterpret_cast<std::uint16_t*>(smem);      // [2 parts][TT][depth], 16-byte chunks swizzled
+  std::uint16_t* ws = xs + 2 * TT * depth;                           // [2 stages][2 parts][TP][KC], same
+  float4* rowb = reinterpret_cast<float4*>(ws + 2 * 2 * TP * KC);    // [TT] (a1, a2, a3, R0)
+  float4* colb = rowb + TT;                                          // [2 tiles][TP] (P1, P2, P3, Q0)
+  std::uint32_t* bits = reinterpret_cast<std::uint32_t*>(colb + 2 * TP);  // [2 tiles][TT][4 words], plane p at bit p
 
   const hash_rows_args<T, Code>& r = a.r;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
-  const int wm = warp & 1, wn = warp >> 1;
+  const int wm = warp & 3, wn = warp >> 2;
   const int head = blockIdx.z;
-  const int ptile = static_cast<int>(blockIdx.x % static_cast<unsigned>(a.planes_per_tile_grid));
-  const std::size_t tok0 = r.t0 + static_cast<std::size_t>(blockIdx.x / static_cast<unsigned>(a.planes_per_tile_grid)) * TT;
-  const int l0 = ptile * r.tables_per_tile;
-  const int ntab = min(r.tables_per_tile, r.L - l0);
-  const int p0 = l0 * r.K, np = ntab * r.K;
+  const std::size_t tok0 = r.t0 + static_cast<std::size_t>(blockIdx.x) * TT;
+  const int tile0 = static_cast<int>(blockIdx.y) * a.tiles_per_group;
+  const int nkc = a.kchunks, nchunks = min(a.tiles_per_group, a.plane_tiles - tile0) * nkc;
+  const int tpt = r.tables_per_tile;
   const T* base = r.rows + head * r.head_stride;
   const float* mean = r.mean ? r.mean + static_cast<std::size_t>(head) * r.dim : nullptr;
 
-  for (int e = tid; e < TP; e += threads) colb[e] = e < np ? a.wbound[p0 + e] : make_float4(0.f, 0.f, 0.f, 0.f);
-  for (int e = tid; e < TT * 6; e += threads) bits[e] = 0u;
+  // Chunk c: k chunk c % nkc of plane tile tile0 + c / nkc, into stage c & 1
+  // (with the tile's plane factors at its first chunk); one commit group each.
+  const auto stage = [&](int c) {
+    const int lt = c / nkc, kc = c - lt * nkc, l0 = (tile0 + lt) * tpt;
+    const int p0 = l0 * r.K, np = min(tpt, r.L - l0) * r.K;
+    std::uint16_t* dst = ws + (c & 1) * 2 * TP * KC;
+    for (int e = tid; e < 2 * TP * CH; e += threads) {
+      const int part = e / (TP * CH), rem = e - part * (TP * CH), p = rem / CH, ch = rem % CH;
+      const bool ok = p < np;
+      const std::uint16_t* src = a.wparts + (static_cast<std::size_t>(p0 + (ok ? p : 0)) * 2 + part) * depth + kc * KC + ch * 8;
+      cp16(dst + ((part * TP + p) * CH + (ch ^ (p & 7))) * 8, src, ok);
+    }
+    if (kc == 0 && tid < TP) cp16(colb + (lt & 1) * TP + tid, a.wbound + p0 + (tid < np ? tid : 0), tid < np);
+    asm volatile("cp.async.commit_group;\n" ::);
+  };
+  stage(0);
+  for (int e = tid; e < TT * 4; e += threads) bits[e] = 0u;
 
-  // Loading: thread tid owns row tid / 2, elements [32 (tid & 1), +32) of each k chunk.
-  const int lr = tid >> 1, lh = tid & 1;
-  const bool row_ok = tok0 + lr < r.t1;
-  const T* lrow = base + (row_ok ? (tok0 + lr) : r.t0) * r.token_stride;
-  float sx = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+  // Split, once: thread tid owns row tid / 2, elements [32 (tid & 1), +32) of each 64-wide k chunk.
+  {
+    const int lr = tid >> 1, lh = tid & 1;
+    const bool row_ok = tok0 + lr < r.t1;
+    const T* lrow = base + (row_ok ? (tok0 + lr) : r.t0) * r.token_stride;
+    float sx = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+#pragma unroll 1
+    for (int kc = 0; kc < nkc; ++kc) {
+#pragma unroll 1  // once per block; unrolled, it spills (fp16 keys)
+      for (int q = 0; q < 4; ++q) {
+        std::uint32_t hw[4], mw[4];
+#pragma unroll
+        for (int i = 0; i < 8; i += 2) {
+          std::uint16_t h[2], m[2];
+#pragma unroll
+          for (int k = 0; k < 2; ++k) {
+            const int j = kc * KC + lh * 32 + q * 8 + i + k;
+            const float v = row_ok && j < r.dim ? centred(lrow, mean, j) : 0.0f;
+            float rest;
+            split_bf16x3(v, h[k], m[k], rest);
+            const float v1 = bf16_value(h[k]), v2 = bf16_value(m[k]);
+            sx = fmaf(v, v, sx);
+            s1 = fmaf(v1, v1, s1);
+            s2 = fmaf(v2, v2, s2);
+            s3 = fmaf(rest, rest, s3);
+          }
+          hw[i / 2] = static_cast<std::uint32_t>(h[0]) | (static_cast<std::uint32_t>(h[1]) << 16);
+          mw[i / 2] = static_cast<std::uint32_t>(m[0]) | (static_cast<std::uint32_t>(m[1]) << 16);
+        }
+        const int ch = kc * CH + lh * 4 + q, phys = (lr * XC + (ch ^ (lr & 7))) * 8;
+        *reinterpret_cast<uint4*>(xs + phys) = make_uint4(hw[0], hw[1], hw[2], hw[3]);
+        *reinterpret_cast<uint4*>(xs + TT * depth + phys) = make_uint4(mw[0], mw[1], mw[2], mw[3]);
+      }
+    }
+    // The chunks past nkc hold zeros: their squares would leave the sums as they are.
+    sx += __shfl_xor_sync(full, sx, 1);
+    s1 += __shfl_xor_sync(full, s1, 1);
+    s2 += __shfl_xor_sync(full, s2, 1);
+    s3 += __shfl_xor_sync(full, s3, 1);
+    if (lh == 0) {
+      float f[4];
+      row_factors(s1, s2, s3, sx, f);
+      rowb[lr] = make_float4(f[0], f[1], f[2], f[3]);
+    }
+  }
+  __syncthreads();
 
-  float acc[2][10][4];
+  float acc[2][5][4];
 #pragma unroll
   for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
-    for (int nt = 0; nt < 10; ++nt)
+    for (int nt = 0; nt < 5; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[mi][nt][e] = 0.f;
 
 #pragma unroll 1
-  for (int kc = 0; kc < depth / KC; ++kc) {
-    for (int e = tid; e < 2 * TP * CH; e += threads) {
-      const int part = e / (TP * CH), rem = e % (TP * CH), p = rem / CH, c = rem % CH;
-      const bool ok = p < np;
-      const std::uint16_t* src = a.wparts + (static_cast<std::size_t>(p0 + (ok ? p : 0)) * 2 + part) * depth + kc * KC + c * 8;
-      cp16(ws + ((part * TP + p) * CH + (c ^ (p & 7))) * 8, src, ok);
-    }
-    asm volatile("cp.async.commit_group;\n" ::);
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      std::uint32_t hw[4], mw[4];
-#pragma unroll
-      for (int i = 0; i < 8; i += 2) {
-        std::uint16_t h[2], m[2];
-#pragma unroll
-        for (int k = 0; k < 2; ++k) {
-          const int j = kc * KC + lh * 32 + q * 8 + i + k;
-          const float v = row_ok && j < r.dim ? centred(lrow, mean, j) : 0.0f;
-          float rest;
-          split_bf16x3(v, h[k], m[k], rest);
-          const float v1 = bf16_value(h[k]), v2 = bf16_value(m[k]);
-          sx = fmaf(v, v, sx);
-          s1 = fmaf(v1, v1, s1);
-          s2 = fmaf(v2, v2, s2);
-          s3 = fmaf(rest, rest, s3);
-        }
-        hw[i / 2] = static_cast<std::uint32_t>(h[0]) | (static_cast<std::uint32_t>(h[1]) << 16);
-        mw[i / 2] = static_cast<std::uint32_t>(m[0]) | (static_cast<std::uint32_t>(m[1]) << 16);
-      }
-      const int c = lh * 4 + q, phys = (lr * CH + (c ^ (lr & 7))) * 8;
-      *reinterpret_cast<uint4*>(xs + phys) = make_uint4(hw[0], hw[1], hw[2], hw[3]);
-      *reinterpret_cast<uint4*>(xs + TT * KC + phys) = make_uint4(mw[0], mw[1], mw[2], mw[3]);
-    }
+  for (int c = 0; c < nchunks; ++c) {
     asm volatile("cp.async.wait_group 0;\n" ::);
-    __syncthreads();
-
-#pragma unroll
+    __syncthreads();  // chunk c landed for all; every warp is done with chunk c - 1's stage
+    if (c + 1 < nchunks) stage(c + 1);
+    const int lt = c / nkc, kc = c - lt * nkc;
+    const std::uint16_t* wc = ws + (c & 1) * 2 * TP * KC;
+#pragma unroll 1  // unrolled, the 128-register budget (2 blocks of 256) spills
     for (int ks = 0; ks < KC / 16; ++ks) {
       std::uint32_t ax[2][2][4];  // [m16 tile][part]
 #pragma unroll
       for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
         for (int part = 0; part < 2; ++part) {
-          const int row = wm * 32 + mi * 16 + (lane & 15), c = 2 * ks + (lane >> 4);
-          ldsm_x4(ax[mi][part], xs + part * TT * KC + (row * CH + (c ^ (row & 7))) * 8);
+          const int row = wm * WT + mi * 16 + (lane & 15), ch = kc * CH + 2 * ks + (lane >> 4);
+          ldsm_x4(ax[mi][part], xs + part * TT * depth + (row * XC + (ch ^ (row & 7))) * 8);
         }
       const int m = lane >> 3;
 #pragma unroll
-      for (int jp = 0; jp < 5; ++jp) {
+      for (int jp = 0; jp < 3; ++jp) {
         std::uint32_t b1[4], b2[4];
-        const int pr = wn * WP + jp * 16 + (m >> 1) * 8 + (lane & 7), c = 2 * ks + (m & 1);
-        ldsm_x4(b1, ws + (pr * CH + (c ^ (pr & 7))) * 8);
-        ldsm_x4(b2, ws + ((TP + pr) * CH + (c ^ (pr & 7))) * 8);
+        if (jp < 2) {
+          const int pr = wn * WP + jp * 16 + (m >> 1) * 8 + (lane & 7), ch = 2 * ks + (m & 1);
+          ldsm_x4(b1, wc + (pr * CH + (ch ^ (pr & 7))) * 8);
+          ldsm_x4(b2, wc + ((TP + pr) * CH + (ch ^ (pr & 7))) * 8);
+        } else {  // the fifth n8 tile: planes 32..39 of the warp
+          const int pr = wn * WP + 32 + (lane & 7), ch = 2 * ks + (m & 1);
+          std::uint32_t h1[2], h2[2];
+          ldsm_x2(h1, wc + (pr * CH + (ch ^ (pr & 7))) * 8);
+          ldsm_x2(h2, wc + ((TP + pr) * CH + (ch ^ (pr & 7))) * 8);
+          b1[0] = h1[0];
+          b1[1] = h1[1];
+          b2[0] = h2[0];
+          b2[1] = h2[1];
+          b1[2] = b1[3] = b2[2] = b2[3] = 0u;
+        }
 #pragma unroll
         for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
-          for (int nn = 0; nn < 2; ++nn) {
+          for (int nn = 0; nn < (jp < 2 ? 2 : 1); ++nn) {
             float t1[4] = {0.f, 0.f, 0.f, 0.f}, t2[4] = {0.f, 0.f, 0.f, 0.f};
             mma_bf16(t1, ax[mi][0], b1[2 * nn], b1[2 * nn + 1]);  // x1 . w1
             mma_bf16(t2, ax[mi][0], b2[2 * nn], b2[2 * nn + 1]);  // x1 . w2
@@ -469,113 +535,135 @@ __global__ void __launch_bounds__(hash_tc::threads, 3) hash_rows_tc_kernel(const
           }
       }
     }
-    __syncthreads();  // the chunk is consumed before the next one is staged
-  }
+    if (kc != nkc - 1) continue;
 
-  // Row factors (the two threads of a row hold halves of its sums).
-  sx += __shfl_xor_sync(full, sx, 1);
-  s1 += __shfl_xor_sync(full, s1, 1);
-  s2 += __shfl_xor_sync(full, s2, 1);
-  s3 += __shfl_xor_sync(full, s3, 1);
-  if (lh == 0) {
-    float f[4];
-    row_factors(s1, s2, s3, sx, f);
-    rowb[lr] = make_float4(f[0], f[1], f[2], f[3]);
-  }
-  __syncthreads();
-
-  // Decide: certain bits into masks (row, 80-plane half, 3 words), uncertain ones flagged.
-  std::uint32_t mask[4][3] = {}, unc[3] = {0u, 0u, 0u};
-  float rf[4][4];  // this thread's rows: (mi, e >> 1) -> wm * 32 + mi * 16 + g + 8 (e >> 1)
-  bool rok[4];
-#pragma unroll
-  for (int ri = 0; ri < 4; ++ri) {
-    const int row = wm * 32 + (ri >> 1) * 16 + g + (ri & 1) * 8;
-    const float4 rb = rowb[row];
-    rf[ri][0] = rb.x;
-    rf[ri][1] = rb.y;
-    rf[ri][2] = rb.z;
-    rf[ri][3] = rb.w;
-    rok[ri] = tok0 + row < r.t1;
-  }
-#pragma unroll
-  for (int nt = 0; nt < 10; ++nt)
-#pragma unroll
-    for (int cb = 0; cb < 2; ++cb) {
-      const int pos = nt * 8 + 2 * t4 + cb, col = wn * WP + pos;
-      const float4 c4 = colb[col];
-      const float pf[4] = {c4.x, c4.y, c4.z, c4.w};
-#pragma unroll
-      for (int ri = 0; ri < 4; ++ri) {
-        const int mi = ri >> 1, e = (ri & 1) * 2 + cb;
-        const float v = acc[mi][nt][e], av = fabsf(v);
-        const bool certain = av > bound(rf[ri], pf) && av <= FLT_MAX;  // NaN and inf are uncertain
-        if (certain && v > 0.f) mask[ri][nt >> 2] |= 1u << ((nt & 3) * 8 + 2 * t4 + cb);
-        const int idx = (mi * 10 + nt) * 4 + e;
-        if (!certain && rok[ri] && col < np) unc[idx >> 5] |= 1u << (idx & 31);
-      }
-    }
-#pragma unroll
-  for (int ri = 0; ri < 4; ++ri)
-#pragma unroll
-    for (int w = 0; w < 3; ++w) {
-      mask[ri][w] |= __shfl_xor_sync(full, mask[ri][w], 1);
-      mask[ri][w] |= __shfl_xor_sync(full, mask[ri][w], 2);
-    }
-  if (t4 == 0) {
+    // Epilogue of plane tile tile0 + lt.
+    const int l0 = (tile0 + lt) * tpt, ntab = min(tpt, r.L - l0), p0 = l0 * r.K, np = ntab * r.K;
+    const float4* cb = colb + (lt & 1) * TP;
+    std::uint32_t* bt = bits + (lt & 1) * TT * 4;
+    // This thread's rows: ri -> wm * 32 + (ri >> 1) * 16 + g + (ri & 1) * 8.
+    // Screen = the bound with the largest plane factors, times 1 + 2^-16 so
+    // that no rounding or contraction difference can put it under a plane's
+    // own bound. Rows past t1 (all zero, never listed) screen at -1: always
+    // "certain". (Recomputed per tile: registers are what limits this kernel.)
+    float scr[4];
 #pragma unroll
     for (int ri = 0; ri < 4; ++ri) {
-      const int row = wm * 32 + (ri >> 1) * 16 + g + (ri & 1) * 8;
-#pragma unroll
-      for (int w = 0; w < 3; ++w) bits[(row * 2 + wn) * 3 + w] = mask[ri][w];
+      const int row = wm * WT + (ri >> 1) * 16 + g + (ri & 1) * 8;
+      const float4 rb = rowb[row];
+      const float rf[4] = {rb.x, rb.y, rb.z, rb.w}, pm[4] = {a.wmax.x, a.wmax.y, a.wmax.z, a.wmax.w};
+      scr[ri] = tok0 + row < r.t1 ? bound(rf, pm) * (1.0f + 0x1p-16f) : -1.0f;
     }
-  }
-  __syncthreads();
-
-  // Uncertain pairs: one atomic per warp for the list slots.
-  const int n_unc = __popc(unc[0]) + __popc(unc[1]) + __popc(unc[2]);
-  if (__any_sync(full, n_unc != 0)) {
-    int incl = n_unc;
+    std::uint32_t mlo[4] = {0u, 0u, 0u, 0u}, mhi[4] = {0u, 0u, 0u, 0u}, unc[2] = {0u, 0u};
+    bool slow[4] = {false, false, false, false};
 #pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int v = __shfl_up_sync(full, incl, o);
-      if (lane >= o) incl += v;
-    }
-    unsigned long long slot0 = 0;
-    if (lane == 31) slot0 = atomicAdd(a.count, static_cast<unsigned long long>(incl));
-    unsigned long long slot = __shfl_sync(full, slot0, 31) + static_cast<unsigned long long>(incl - n_unc);
+    for (int ri = 0; ri < 4; ++ri)
 #pragma unroll
-    for (int w = 0; w < 3; ++w) {
-      std::uint32_t f = unc[w];
-      while (f) {
-        const int idx = w * 32 + __ffs(f) - 1;
-        f &= f - 1;
-        const int mi = idx / 40, nt = (idx >> 2) % 10, e = idx & 3;
-        const int row = wm * 32 + mi * 16 + g + (e >> 1) * 8;
-        const int pos = nt * 8 + 2 * t4 + (e & 1), p = wn * WP + pos;
-        const std::size_t t = tok0 + row;
-        if (slot < a.cap) {
-          a.list[slot] = make_uint2(static_cast<unsigned>(t - r.t0), (static_cast<unsigned>(head) << 16) | static_cast<unsigned>(p0 + p));
-        } else if (decide_serial(r, head, t, p0 + p)) {
-          atomicOr(&bits[(row * 2 + wn) * 3 + (pos >> 5)], 1u << (pos & 31));
+      for (int nt = 0; nt < 5; ++nt)
+#pragma unroll
+        for (int cbit = 0; cbit < 2; ++cbit) {
+          const float v = acc[ri >> 1][nt][(ri & 1) * 2 + cbit], av = fabsf(v);
+          const bool fast = av > scr[ri] && av <= FLT_MAX;  // NaN and inf are never fast
+          const std::uint32_t bit = 1u << ((nt & 3) * 8 + 2 * t4 + cbit);
+          if (fast && v > 0.f) (nt < 4 ? mlo[ri] : mhi[ri]) |= bit;
+          slow[ri] |= !fast && wn * WP + nt * 8 + 2 * t4 + cbit < np;
         }
-        ++slot;
+#pragma unroll
+    for (int ri = 0; ri < 4; ++ri) {
+      if (!slow[ri]) continue;  // rare: about 3e-4 of the pairs for random keys
+      const int row = wm * WT + (ri >> 1) * 16 + g + (ri & 1) * 8;
+      const float4 rb = rowb[row];
+      const float rf[4] = {rb.x, rb.y, rb.z, rb.w};
+#pragma unroll
+      for (int nt = 0; nt < 5; ++nt)
+#pragma unroll
+        for (int cbit = 0; cbit < 2; ++cbit) {
+          const int mi = ri >> 1, e = (ri & 1) * 2 + cbit, col = wn * WP + nt * 8 + 2 * t4 + cbit;
+          const float v = acc[mi][nt][e], av = fabsf(v);
+          if ((av > scr[ri] && av <= FLT_MAX) || col >= np) continue;
+          const float4 c4 = cb[col];
+          const float pf[4] = {c4.x, c4.y, c4.z, c4.w};
+          const bool certain = av > bound(rf, pf) && av <= FLT_MAX;
+          if (certain && v > 0.f) (nt < 4 ? mlo[ri] : mhi[ri]) |= 1u << ((nt & 3) * 8 + 2 * t4 + cbit);
+          const int idx = (mi * 5 + nt) * 4 + e;
+          if (!certain) unc[idx >> 5] |= 1u << (idx & 31);
+        }
+    }
+    // Masks of the quad's rows, combined; lane t4 stores row ri = t4 (plane bit wn * 40 + pos).
+#pragma unroll
+    for (int ri = 0; ri < 4; ++ri) {
+      mlo[ri] |= __shfl_xor_sync(full, mlo[ri], 1);
+      mlo[ri] |= __shfl_xor_sync(full, mlo[ri], 2);
+      mhi[ri] |= __shfl_xor_sync(full, mhi[ri], 1);
+      mhi[ri] |= __shfl_xor_sync(full, mhi[ri], 2);
+    }
+    {
+      const std::uint32_t lo = t4 == 0 ? mlo[0] : t4 == 1 ? mlo[1] : t4 == 2 ? mlo[2] : mlo[3];
+      const std::uint32_t hi = t4 == 0 ? mhi[0] : t4 == 1 ? mhi[1] : t4 == 2 ? mhi[2] : mhi[3];
+      std::uint32_t* w = bt + (wm * WT + (t4 >> 1) * 16 + g + (t4 & 1) * 8) * 4;
+      if (wn == 0) {  // planes 0..39: word 0, bits 0..7 of word 1
+        atomicOr(w, lo);
+        atomicOr(w + 1, hi);
+      } else {  // planes 40..79: bits 8..31 of word 1, word 2
+        atomicOr(w + 1, lo << 8);
+        atomicOr(w + 2, (lo >> 24) | (hi << 8));
       }
     }
-  }
-  __syncthreads();
 
-  // Codes: consecutive threads take consecutive tokens of one table (coalesced stores).
-  for (int e = tid; e < TT * ntab; e += threads) {
-    const int i = e % TT, lt = e / TT;
-    const std::size_t t = tok0 + i;
-    if (t >= r.t1) continue;
-    Code code = 0;
-    for (int b = 0; b < r.K; ++b) {
-      const int p = lt * r.K + b, half = p >= WP, pos = p - half * WP;
-      if ((bits[(i * 2 + half) * 3 + (pos >> 5)] >> (pos & 31)) & 1u) code = static_cast<Code>(code | (Code{1} << b));
+    // Uncertain pairs: one atomic per warp for the list slots.
+    const int n_unc = __popc(unc[0]) + __popc(unc[1]);
+    if (__any_sync(full, n_unc != 0)) {
+      int incl = n_unc;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const int v = __shfl_up_sync(full, incl, o);
+        if (lane >= o) incl += v;
+      }
+      unsigned long long slot0 = 0;
+      if (lane == 31) slot0 = atomicAdd(a.count, static_cast<unsigned long long>(incl));
+      unsigned long long slot = __shfl_sync(full, slot0, 31) + static_cast<unsigned long long>(incl - n_unc);
+#pragma unroll
+      for (int w = 0; w < 2; ++w) {
+        std::uint32_t f = unc[w];
+        while (f) {
+          const int idx = w * 32 + __ffs(f) - 1;
+          f &= f - 1;
+          const int mi = idx / 20, nt = (idx >> 2) % 5, e = idx & 3;
+          const int row = wm * WT + mi * 16 + g + (e >> 1) * 8;
+          const int p = wn * WP + nt * 8 + 2 * t4 + (e & 1);
+          const std::size_t t = tok0 + row;
+          if (slot < a.cap) {
+            a.list[slot] = make_uint2(static_cast<unsigned>(t - r.t0), (static_cast<unsigned>(head) << 16) | static_cast<unsigned>(p0 + p));
+          } else if (decide_serial(r, head, t, p0 + p)) {
+            atomicOr(&bt[row * 4 + (p >> 5)], 1u << (p & 31));
+          }
+          ++slot;
+        }
+      }
     }
-    r.codes[head * r.head_codes + static_cast<std::size_t>(l0 + lt) * r.table_codes + (t - r.t0) * r.token_codes + r.first] = code;
+    __syncthreads();
+
+    // Codes: consecutive threads take consecutive tokens of one table (coalesced stores).
+    for (int e = tid; e < TT * ntab; e += threads) {
+      const int i = e % TT, ltab = e / TT;
+      const std::size_t t = tok0 + i;
+      if (t >= r.t1) continue;
+      const int p = ltab * r.K, q = p >> 5, s = p & 31;  // p < 80: q <= 2
+      const std::uint32_t* w = bt + i * 4;
+      std::uint64_t v = (static_cast<std::uint64_t>(w[q + 1]) << 32 | w[q]) >> s;
+      if (s != 0 && q + 2 < 4) v |= static_cast<std::uint64_t>(w[q + 2]) << (64 - s);
+      if (r.K < 64) v &= (std::uint64_t{1} << r.K) - 1;
+      r.codes[head * r.head_codes + static_cast<std::size_t>(l0 + ltab) * r.table_codes + (t - r.t0) * r.token_codes + r.first] =
+          static_cast<Code>(v);
+    }
+    // The other tile's words were last read before this tile's first barrier; cleared for the next tile.
+    for (int e = tid; e < TT * 4; e += threads) bits[((lt + 1) & 1) * TT * 4 + e] = 0u;
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+      for (int nt = 0; nt < 5; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[mi][nt][e] = 0.f;
   }
 #else
   __trap();  // the host launches this kernel only on sm_80 and later
@@ -645,11 +733,13 @@ class device_simhash {
     LSHATTN_CUDA_CHECK(cudaMemcpy(planes_.data(), f.hyperplanes(), P * d * sizeof(float), cudaMemcpyHostToDevice));
     LSHATTN_CUDA_CHECK(cudaMemcpy(planes_t_.data(), t.data(), P * d * sizeof(float), cudaMemcpyHostToDevice));
     LSHATTN_CUDA_CHECK(cudaMemcpy(norms_.data(), norms.data(), P * sizeof(double), cudaMemcpyHostToDevice));
-    // Tensor-core path: dim <= 128, list entries hold the plane in 16 bits, sm_80+.
-    int dev = 0, major = 0;
+    // Tensor-core path: dim <= 128, list entries hold the plane in 16 bits,
+    // sm_80+ with 113 KB of shared memory per block (sm_80, sm_90; not sm_86/89).
+    int dev = 0, major = 0, smem_optin = 0;
     LSHATTN_CUDA_CHECK(cudaGetDevice(&dev));
     LSHATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    tc_ok_ = major >= 8 && d <= static_cast<std::size_t>(hash_tc::depth) && P <= 0xffffu && f.bits() <= hash_tc::planes;
+    LSHATTN_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    tc_ok_ = major >= 8 && static_cast<std::size_t>(smem_optin) >= hash_tc::smem_bytes && d <= static_cast<std::size_t>(hash_tc::depth) && P <= 0xffffu && f.bits() <= hash_tc::planes;
     if (tc_ok_) {
       std::vector<std::uint16_t> parts(P * 2 * hash_tc::depth, 0);
       std::vector<float4> bounds(P);
@@ -662,6 +752,7 @@ class device_simhash {
         float b[4];
         hash_tc::plane_bound(w, static_cast<int>(d), b);
         bounds[r] = make_float4(b[0], b[1], b[2], b[3]);
+        wmax_ = make_float4(std::max(wmax_.x, b[0]), std::max(wmax_.y, b[1]), std::max(wmax_.z, b[2]), std::max(wmax_.w, b[3]));
       }
       wparts_.reset(parts.size());
       wbound_.reset(P);
@@ -676,7 +767,7 @@ class device_simhash {
   [[nodiscard]] const float* planes() const noexcept { return planes_.data(); }
   [[nodiscard]] const float* planes_t() const noexcept { return planes_t_.data(); }
   [[nodiscard]] const double* norms() const noexcept { return norms_.data(); }
-  /// Whether hash() can take the tensor-core path (sm_80+, dim <= 128, K * L < 2^16).
+  /// Whether hash() can take the tensor-core path (sm_80+ with 113 KB of shared memory per block, dim <= 128, K * L < 2^16).
   [[nodiscard]] bool tensor_cores_supported() const noexcept { return tc_ok_; }
   /// Uncertain (token, plane) pairs of the last tensor-core hash() call
   /// (synchronising; for tests and benchmarks). Above list_capacity() the
@@ -704,7 +795,7 @@ class device_simhash {
             hash_path path = hash_path::automatic) const {
     if (t1 <= t0 || heads == 0) return;
     LSHATTN_REQUIRE(path != hash_path::tensor_cores || tc_ok_, unsupported, "path",
-                    "the tensor-core hashing path needs sm_80+, dim <= 128 and K * L < 65536");
+                    "the tensor-core hashing path needs sm_80+ with 113 KB of shared memory per block, dim <= 128 and K * L < 65536");
     const int K = family_.bits(), L = family_.tables();
     LSHATTN_REQUIRE(K <= static_cast<int>(sizeof(Code) * 8), unsupported, "K", "K = ", K, " does not fit the code type");
     hash_rows_args<T, Code> a{};
@@ -748,10 +839,18 @@ class device_simhash {
     hash_tc_args<T, Code> a{};
     a.r = r;
     a.r.tables_per_tile = tc::planes / r.K;
-    a.planes_per_tile_grid = (r.L + a.r.tables_per_tile - 1) / a.r.tables_per_tile;
+    a.plane_tiles = (r.L + a.r.tables_per_tile - 1) / a.r.tables_per_tile;
+    a.kchunks = (r.dim + tc::kchunk - 1) / tc::kchunk;
+    a.wmax = wmax_;
     const std::size_t n = r.t1 - r.t0, ttiles = (n + tc::tokens - 1) / tc::tokens;
-    const std::size_t blocks = ttiles * static_cast<std::size_t>(a.planes_per_tile_grid);
-    LSHATTN_REQUIRE(blocks <= 0x7fffffffu, unsupported, "tokens", "hashing ", n, " tokens at once exceeds the grid");
+    LSHATTN_REQUIRE(ttiles <= 0x7fffffffu, unsupported, "tokens", "hashing ", n, " tokens at once exceeds the grid");
+    // A block splits its tokens once and runs all the plane tiles of its group:
+    // one group unless that leaves fewer than two waves of blocks (two per SM),
+    // as small calls would.
+    const std::size_t base = ttiles * heads, fill = 4 * static_cast<std::size_t>(std::max(sms_, 1));
+    const std::size_t groups = base >= fill ? 1 : std::min<std::size_t>(a.plane_tiles, (fill + base - 1) / base);
+    a.tiles_per_group = static_cast<int>((a.plane_tiles + groups - 1) / groups);
+    const unsigned gy = static_cast<unsigned>((a.plane_tiles + a.tiles_per_group - 1) / a.tiles_per_group);
     // ~2e-4 of the pairs are uncertain for random keys (see the derivation):
     // room for 1/1024 of them, plus a floor for small calls.
     const std::size_t pairs = heads * n * static_cast<std::size_t>(r.K) * r.L;
@@ -765,7 +864,9 @@ class device_simhash {
     LSHATTN_CUDA_CHECK(cudaMemsetAsync(count_.data(), 0, sizeof(unsigned long long), stream));
     auto* kernel = hash_rows_tc_kernel<T, Code>;
     LSHATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(tc::smem_bytes)));
-    kernel<<<dim3(static_cast<unsigned>(blocks), 1, static_cast<unsigned>(heads)), tc::threads, tc::smem_bytes, stream>>>(a);
+    // Two blocks of 113 KB per SM need the largest shared-memory carveout.
+    LSHATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
+    kernel<<<dim3(static_cast<unsigned>(ttiles), gy, static_cast<unsigned>(heads)), tc::threads, tc::smem_bytes, stream>>>(a);
     LSHATTN_CUDA_LAUNCHED("hash_rows_tc_kernel");
     // A full machine of warps, each looping over list entries (the count is only known on the device).
     hash_fixup_kernel<T, Code><<<static_cast<unsigned>(std::max(sms_, 1) * 8), 256, 0, stream>>>(a);
@@ -778,6 +879,7 @@ class device_simhash {
   bool tc_ok_ = false;
   device_buffer<std::uint16_t> wparts_;  // [K*L][2][128] bf16 bits of w1, w2
   device_buffer<float4> wbound_;         // [K*L] bound factors
+  float4 wmax_{};                        // their componentwise maximum
   // Scratch of the tensor-core path (grown by hash(), a plan-side call): not
   // shared between concurrent hash() calls of one family on two streams.
   mutable device_buffer<uint2> list_;
