@@ -583,7 +583,7 @@ void run_conformance(const Exec& exec, double tol_scale = 1.0, const capabilitie
     detail::run_dtype<Exec, fp16, fp16, fp16>(exec, s, tol_scale, caps, seed += 10);
     ++ran;
   }
-  const auto& mixed = detail::shapes()[1];
+  const detail::shape mixed = detail::shapes()[1];  // a copy: shapes() returns a temporary
   if (!caps.mixed_kv_types)
     MESSAGE("SKIPPED (" << caps.name << ", run_conformance): the mixed float/bf16/fp16 request: keys and values of "
                            "different element types are not supported");
